@@ -10,6 +10,8 @@ import time
 
 import paramiko
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fixtures.errors import GuestError, GuestTimeout
 from fixtures.guest import GuestShell, SSHEndpoint
@@ -17,9 +19,6 @@ from fixtures.guest import GuestShell, SSHEndpoint
 
 @pytest.fixture(scope="module")
 def client_key(tmp_path_factory):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     path = tmp_path_factory.mktemp("key") / "id_ed25519"
     key = Ed25519PrivateKey.generate()
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,

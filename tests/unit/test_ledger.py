@@ -4,10 +4,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import psutil
 
-from fixtures.ledger import Ledger, read_ledger, sweep
+from fixtures.ledger import Ledger, read_ledger, same_process_alive, sweep
 
 
 def _dead_run(tmp_path, child_pid: int, scratch) -> None:
@@ -97,3 +98,16 @@ def test_torn_last_line_is_ignored(tmp_path):
     assert owner["pid"] == os.getpid()
     assert [e["path"] for e in entries] == [str(path_entry)]
     ledger.close()
+
+
+def test_a_zombie_owner_counts_as_dead():
+    """After kill -9 an unreaped owner lingers as a zombie; its leftovers must still go."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    process = psutil.Process(child.pid)
+    create_time = process.create_time()
+    for _ in range(100):  # it exits at once; not reaped, it stays a zombie
+        if process.status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.05)
+    assert not same_process_alive(child.pid, create_time)
+    child.wait()

@@ -1,0 +1,120 @@
+"""The QEMU driver's contracts that need no VM: command lines, accelerator choice, plan."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from fixtures.cli import main
+from fixtures.config import GuestImage, VMSpec
+from fixtures.drivers import get_driver
+from fixtures.drivers.base import Checkpoint, HostSettings, VMContext
+from fixtures.drivers.qemu import QemuDriver, choose_accel
+from fixtures.errors import ConfigError, PrerequisiteMissing
+from fixtures.ledger import Ledger
+
+
+def _image(tmp_path: Path) -> GuestImage:
+    return GuestImage(name="linux", directory=tmp_path, ssh_key=tmp_path / "id_ed25519",
+                      kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img",
+                      kernel_cmdline="console=ttyS0 snaptest.ip=10.0.2.15/24")
+
+
+def _vm(tmp_path, **spec_args):
+    spec = VMSpec(name="guest0", image=_image(tmp_path), **spec_args)
+    driver = QemuDriver(HostSettings(accel="tcg"))
+    return driver.new_vm(spec, VMContext(tmp_path, tmp_path, Ledger(tmp_path), print))
+
+
+def _option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_boot_command_mirrors_the_seed_configuration(tmp_path):
+    vm = _vm(tmp_path)
+    argv = vm.boot_argv()
+    assert _option(argv, "-smp") == ["1"]
+    assert _option(argv, "-m") == ["256M"]
+    assert _option(argv, "-serial") == ["stdio"]
+    assert _option(argv, "-accel") == ["tcg"]
+    devices = _option(argv, "-device")
+    assert "ich9-ahci,id=ahci0" in devices
+    assert "ide-hd,drive=disk0,bus=ahci0.0" in devices
+    assert "virtio-net-pci,netdev=net0" in devices
+    drives = _option(argv, "-drive")
+    assert any("if=pflash" in d and "readonly=on" in d for d in drives)
+    assert any(f"file={tmp_path / 'OVMF_VARS.fd'}" in d for d in drives), \
+        "each VM needs its own copy of the UEFI variable store"
+    assert _option(argv, "-append") == ["console=ttyS0 snaptest.ip=10.0.2.15/24"]
+
+
+@pytest.mark.parametrize(("disk", "nic", "device"), [
+    ("virtio-blk", "virtio-net", "virtio-blk-pci,drive=disk0"),
+    ("nvme", "e1000", "nvme,drive=disk0,serial=snaptest0"),
+])
+def test_device_models_map_to_qemu_devices(tmp_path, disk, nic, device):
+    argv = _vm(tmp_path, disk_model=disk, nic_model=nic).boot_argv()
+    assert device in _option(argv, "-device")
+    assert not any("ahci" in d for d in _option(argv, "-device"))
+
+
+def test_restore_is_the_boot_command_waiting_for_incoming_state(tmp_path):
+    vm = _vm(tmp_path)
+    checkpoint = Checkpoint(tmp_path / "c.ckp", (tmp_path / "c.ckp",), "qemu", vm.spec,
+                            "suspend")
+    assert vm.restore_argv(checkpoint) == [*vm.boot_argv(), "-incoming", "defer"]
+
+
+def test_unknown_device_model_is_rejected_with_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown disk model 'scsi'.*ahci-hd"):
+        VMSpec(name="g", image=_image(tmp_path), disk_model="scsi")
+
+
+def test_auto_accel_needs_vmx_or_svm_not_just_dev_kvm(tmp_path):
+    kvm = tmp_path / "kvm"
+    kvm.write_bytes(b"")
+    nested = tmp_path / "cpuinfo-nested"
+    nested.write_text("flags\t: fpu vme sse2 hypervisor\n")
+    bare = tmp_path / "cpuinfo-bare"
+    bare.write_text("flags\t: fpu vme vmx sse2\n")
+
+    assert choose_accel("auto", cpuinfo=nested, kvm_device=kvm)[0] == "tcg"
+    assert choose_accel("auto", cpuinfo=bare, kvm_device=kvm)[0] == "kvm"
+    assert choose_accel("auto", cpuinfo=bare, kvm_device=tmp_path / "missing")[0] == "tcg"
+    assert choose_accel("kvm", cpuinfo=nested, kvm_device=kvm)[0] == "kvm"
+    with pytest.raises(ConfigError, match="choose one of auto, kvm, tcg"):
+        choose_accel("hvf")
+
+
+def test_preflight_names_the_missing_firmware_and_the_package(tmp_path):
+    driver = QemuDriver(HostSettings(qemu_binary="sh", firmware_code=tmp_path / "nope.fd"))
+    with pytest.raises(PrerequisiteMissing, match=r"nope\.fd not found.*apt-get install ovmf"):
+        driver.preflight()
+
+
+def test_preflight_names_a_missing_qemu():
+    driver = QemuDriver(HostSettings(qemu_binary="qemu-system-nonexistent"))
+    with pytest.raises(PrerequisiteMissing, match="qemu-system-nonexistent not found"):
+        driver.preflight()
+
+
+def test_unknown_hypervisor_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown hypervisor 'xen'"):
+        get_driver("xen", HostSettings())
+
+
+def test_plan_prints_boot_suspend_and_restore(capsys, tmp_path):
+    assert main(["plan", "--hypervisor", "qemu", "--accel", "tcg", "--image",
+                 str(tmp_path / "img"), "--checkpoint", str(tmp_path / "s.ckp")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["boot", "suspend", "restore"]
+    boot = shlex.split(lines[0].removeprefix("boot: "))
+    assert boot[0] == "qemu-system-x86_64"
+    assert f"exec:cat > {tmp_path / 's.ckp'}" in lines[1]
+    assert "-incoming defer" in lines[2]
+    assert f"exec:cat {tmp_path / 's.ckp'}" in lines[2]
+
+
+def test_plan_rejects_a_bad_option_value(capsys):
+    assert main(["plan", "--memory", "lots"]) == 2
+    assert "bad size 'lots'" in capsys.readouterr().err
