@@ -39,12 +39,26 @@ def guest_dir(tmp_path):
     return tmp_path
 
 
+def _environment(guest_dir: Path, env: dict | None = None) -> dict:
+    return {**os.environ, "SNAPTEST_DIR": str(guest_dir),
+            "PATH": f"{guest_dir / 'bin'}:{os.environ['PATH']}", **(env or {})}
+
+
 def _run(guest_dir: Path, script: str, *args: str, env: dict | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "SNAPTEST_DIR": str(guest_dir),
-                   "PATH": f"{guest_dir / 'bin'}:{os.environ['PATH']}", **(env or {})}
-    return subprocess.run(["sh", str(guest_dir / script), *args], env=environment,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(["sh", str(guest_dir / script), *args],
+                          env=_environment(guest_dir, env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _start_ping(guest_dir: Path, *args: str) -> subprocess.Popen:
+    """Start ping.sh in the background and return once its first reply is recorded."""
+    proc = subprocess.Popen(["sh", str(guest_dir / "ping.sh"), *args],
+                            env=_environment(guest_dir))
+    deadline = time.monotonic() + 20
+    while not (guest_dir / "ping" / "replies").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
 
 
 def _verdict(guest_dir: Path, name: str) -> str:
@@ -76,26 +90,14 @@ def test_copy_fails_when_cp_fails(guest_dir):
 
 
 def test_a_killed_workload_still_leaves_a_failing_verdict(guest_dir):
-    environment = {**os.environ, "SNAPTEST_DIR": str(guest_dir),
-                   "PATH": f"{guest_dir / 'bin'}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(["sh", str(guest_dir / "ping.sh"), "127.0.0.1", "100", "0.1", "0"],
-                            env=environment)
-    deadline = time.monotonic() + 20
-    while not (guest_dir / "ping" / "replies").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = _start_ping(guest_dir, "127.0.0.1", "100", "0.1", "0")
     proc.terminate()
     proc.wait(timeout=20)
     assert _verdict(guest_dir, "ping") == "FAIL: terminated by a signal"
 
 
 def test_ping_passes_with_replies_after_the_announced_restore(guest_dir):
-    environment = {**os.environ, "SNAPTEST_DIR": str(guest_dir),
-                   "PATH": f"{guest_dir / 'bin'}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(["sh", str(guest_dir / "ping.sh"), "10.0.2.2", "12", "0.2", "1"],
-                            env=environment)
-    deadline = time.monotonic() + 20
-    while not (guest_dir / "ping" / "replies").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc = _start_ping(guest_dir, "10.0.2.2", "12", "0.2", "1")
     (guest_dir / "restores").write_text("1\n")
     assert proc.wait(timeout=30) == 0
     assert _verdict(guest_dir, "ping") == "PASS"
