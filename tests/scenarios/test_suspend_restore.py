@@ -23,7 +23,7 @@ UNAVOIDABLE_PHASES = ("boot_to_ssh_s", "source_create_s", "progress_wait_s", "su
 def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_results):
     """A copy and a ping running across suspend and restore both end PASS."""
     vm, metrics, timeout = vm_booted, test_results.metrics, scenario.step_timeout_s
-    copy = CopyWorkload(scenario.copy_size_bytes)
+    copy = CopyWorkload(scenario.copy_size_bytes, scenario.copy_share_before_suspend)
     ping = PingWorkload(vm.host_address, scenario.ping_count, scenario.ping_interval_s,
                         expected_restores=1)
     run = WorkloadRun([copy, ping])

@@ -1,0 +1,88 @@
+"""Stand-ins shared by the unit tests.
+
+``fake_guest`` is an in-process paramiko server standing in for the guest's sshd: it accepts
+the harness's key, answers ``echo TEXT`` and ``exit N``, and never answers ``hang``.
+"""
+
+import socket
+import threading
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fixtures.guest import SSHEndpoint
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory):
+    path = tmp_path_factory.mktemp("key") / "id_ed25519"
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    return path
+
+
+class _Guest(paramiko.ServerInterface):
+    def __init__(self, allowed: paramiko.PKey) -> None:
+        self.allowed = allowed
+        self.commands: list[tuple[paramiko.Channel, bytes]] = []
+        self.ready = threading.Event()
+
+    def check_auth_publickey(self, username, key):
+        ok = username == "root" and key.asbytes() == self.allowed.asbytes()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_channel_request(self, kind, chanid):
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel, command):
+        self.commands.append((channel, command))
+        self.ready.set()
+        return True
+
+
+def _serve(listener: socket.socket, key_file: str) -> None:
+    """Accept connections until the listener closes; one thread and server per connection."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_session, args=(conn, key_file), daemon=True).start()
+
+
+def _session(conn: socket.socket, key_file: str) -> None:
+    key = paramiko.Ed25519Key.from_private_key_file(key_file)
+    server = _Guest(key)
+    transport = paramiko.Transport(conn)
+    transport.add_server_key(key)  # any ed25519 key will do as a host key here
+    transport.start_server(server=server)
+    while transport.is_active():
+        if not server.ready.wait(0.1):
+            continue
+        server.ready.clear()
+        channel, command = server.commands[-1]
+        if command.startswith(b"echo "):
+            channel.sendall(command[5:] + b"\n")
+            channel.send_exit_status(0)
+            channel.close()
+        elif command.startswith(b"exit "):
+            channel.send_exit_status(int(command[5:]))
+            channel.close()
+        # "hang": never answer
+
+
+@pytest.fixture
+def fake_guest(client_key):
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_serve, args=(listener, str(client_key)), daemon=True).start()
+    yield SSHEndpoint("127.0.0.1", listener.getsockname()[1], "root", client_key)
+    listener.close()
+
+
