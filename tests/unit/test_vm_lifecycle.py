@@ -15,7 +15,7 @@ import pytest
 
 from fixtures.config import GuestImage, VMSpec
 from fixtures.drivers.base import StateError, VirtualMachine, VMContext, VMState
-from fixtures.errors import VMLaunchFailure
+from fixtures.errors import HarnessError, SuspendError, VMLaunchFailure
 from fixtures.ledger import Ledger, read_ledger
 
 STAND_IN = """
@@ -62,6 +62,8 @@ class StandInVM(VirtualMachine):
             raise StateError("stand-in did not restore")
 
     def _save(self, path, *, keep_running, timeout):
+        if self.mode == "unsaveable":
+            raise HarnessError("migration failed: No space left on device")
         path.write_bytes(b"guest memory")
         if not keep_running:
             os.kill(self.process.pid, signal.SIGTERM)
@@ -139,3 +141,14 @@ def test_a_guest_error_marker_fails_the_boot_at_once(tmp_path, ledger, fake_gues
         vm.boot(timeout=60)
     vm.destroy()
     assert not vm.process.alive
+
+
+def test_a_failed_save_is_a_suspend_error_and_the_vm_keeps_running(tmp_path, ledger, fake_guest):
+    vm = _vm(tmp_path, ledger, fake_guest, mode="unsaveable")
+    vm.boot(timeout=30)
+    with pytest.raises(SuspendError, match="No space left on device") as failure:
+        vm.suspend(tmp_path / "s.ckp", timeout=30)
+    assert "SNAPTEST-READY" in str(failure.value), "the console tail belongs in the error"
+    assert vm.state is VMState.RUNNING
+    assert vm.process.alive
+    vm.destroy()
