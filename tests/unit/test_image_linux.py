@@ -383,7 +383,8 @@ def test_initramfs_is_reproducible(tmp_path, monkeypatch):
 
 
 def test_keypair_is_openssh_ed25519(tmp_path):
-    public = linux.write_keypair(tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub")
+    public = linux.write_keypair(tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub",
+                                 "bhyve-snaptest@linux")
     assert public.startswith("ssh-ed25519 ")
     assert (tmp_path / "id_ed25519").read_text().startswith(
         "-----BEGIN OPENSSH PRIVATE KEY-----")
