@@ -26,7 +26,7 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     copy = CopyWorkload(scenario.copy_size_bytes, scenario.copy_share_before_suspend)
     ping = PingWorkload(vm.host_address, scenario.ping_count, scenario.ping_interval_s,
                         expected_restores=1)
-    run = WorkloadRun([copy, ping])
+    run = WorkloadRun([copy, ping], vm.spec.image.guest_dir)
     run.install(vm.guest)
     with test_results.phase("source_create_s"):
         run.start(vm.guest, copy)

@@ -40,7 +40,7 @@ def test_boot_command_mirrors_the_seed_configuration(tmp_path):
     devices = _option(argv, "-device")
     assert "ich9-ahci,id=ahci0" in devices
     assert "ide-hd,drive=disk0,bus=ahci0.0" in devices
-    assert "virtio-net-pci,netdev=net0" in devices
+    assert f"virtio-net-pci,netdev=net0,mac={vm.mac_address}" in devices
     drives = _option(argv, "-drive")
     assert any("if=pflash" in d and "readonly=on" in d for d in drives)
     assert any(f"file={tmp_path / 'OVMF_VARS.fd'}" in d for d in drives), \

@@ -54,6 +54,10 @@ class StandInVM(VirtualMachine):
     def host_address(self):
         return "10.0.2.2"
 
+    @property
+    def guest_cidr(self):
+        return "10.0.2.15/24"
+
     def _prepare_launch(self, restoring):
         pass
 

@@ -1,0 +1,95 @@
+"""A stand-in for bhyve(8) that follows its process protocol, for the driver's unit tests.
+
+What it imitates (shared/reference/bhyve-snapshot.md): the command line parses with
+upstream's option string; the console is on stdio; /dev/vmm/NAME exists while the VM does;
+the snapshot socket /var/run/bhyve/NAME appears once devices are up (after a restore has
+loaded); a checkpoint request writes FILE, FILE.kern and FILE.meta; a suspend then destroys
+the VM and exits 0; a restore takes vCPUs and memory from FILE.meta (not -c/-m) and exits 1
+with upstream's message when the memory file's size does not match it.
+The two directories come from STANDIN_VMM_DIR and STANDIN_RUN_DIR; STANDIN_META_VMNAME
+makes it write a FILE.meta that names another VM. Requests are JSON
+lines, not nvlists: the transport is not what is under test.
+"""
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from fixtures.bhyve.getopt import OPTSTRING_MAIN, parse_bhyve_argv
+
+VMM = Path(os.environ["STANDIN_VMM_DIR"])
+RUN = Path(os.environ["STANDIN_RUN_DIR"])
+KERN_STRUCTS = ("vhpet", "vm", "vioapic", "vlapic", "vmcx", "vatpit", "vatpic", "vpmtmr",
+                "vrtc")
+
+
+def memory_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text) << 20
+
+
+def devices(options: list[tuple[str, str]]) -> list[str]:
+    return [value.split(",")[1] for flag, value in options if flag == "s"]
+
+
+
+def write_checkpoint(path: Path, name: str, memsize: int, ncpus: int, devs: list[str]) -> None:
+    """Memory, then blobs back to back in FILE.kern (kernel structs, then devices), then
+    FILE.meta describing them, as vm_checkpoint does."""
+    with path.open("wb") as f:
+        f.truncate(memsize)
+    blobs = [(d, 64) for d in KERN_STRUCTS] + [(d, 128) for d in [*devs, "atkbdc"]]
+    offsets = [sum(size for _, size in blobs[:i]) for i in range(len(blobs))]
+    path.with_name(path.name + ".kern").write_bytes(b"\0" * sum(s for _, s in blobs))
+    entries = [{"device": d, "size": size, "file_offset": offset}
+               for (d, size), offset in zip(blobs, offsets, strict=True)]
+    meta = {
+        "basic metadata": {"ncpus": ncpus,
+                           "vmname": os.environ.get("STANDIN_META_VMNAME", name),
+                           "memsize": memsize,
+                           "memflags": 0},
+        "kern_structs": entries[:len(KERN_STRUCTS)],
+        "devices": entries[len(KERN_STRUCTS):],
+    }
+    path.with_name(path.name + ".meta").write_text(json.dumps(meta, indent=2))
+
+
+def main() -> int:
+    parsed = parse_bhyve_argv(sys.argv[1:], OPTSTRING_MAIN)
+    options = dict(parsed.options)
+    name = parsed.positional[0]
+    memsize, ncpus = memory_bytes(options["m"]), int(options["c"])
+    if "r" in options:
+        meta = json.loads(Path(options["r"] + ".meta").read_text())["basic metadata"]
+        memsize, ncpus = int(meta["memsize"]), int(meta["ncpus"])
+        print("Pausing pci devs...\nRestoring vm mem...", flush=True)
+        if Path(options["r"]).stat().st_size != memsize:
+            print("vm_snapshot_mem: mem size mismatch", file=sys.stderr, flush=True)
+            return 1
+        print("Restoring pci devs...\nRestoring kernel structs...\nResuming pci devs...",
+              flush=True)
+    (VMM / name).touch()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    (RUN / name).unlink(missing_ok=True)
+    listener.bind(str(RUN / name))
+    listener.listen(1)
+    print(f"stand-in bhyve: {name} running", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        request = json.loads(conn.makefile().readline())
+        conn.close()
+        if request["cmd"] == "poweroff":
+            (VMM / name).unlink()
+            return 1
+        write_checkpoint(Path(request["filename"]), name, memsize, ncpus,
+                         devices(parsed.options))
+        if request["suspend"]:
+            (RUN / name).unlink()
+            (VMM / name).unlink()
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
