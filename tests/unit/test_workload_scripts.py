@@ -139,3 +139,22 @@ def test_copy_size_must_be_whole_mib():
 def test_scripts_parse_with_busybox_sh(guest_dir):
     for name in ("lib.sh", "copy.sh", "ping.sh"):
         subprocess.run(["busybox", "sh", "-n", str(guest_dir / name)], check=True)
+
+
+@pytest.mark.parametrize("path_dirs", ["with-setsid", "without-setsid"])
+def test_start_command_detaches_with_or_without_setsid(tmp_path, guest_dir, path_dirs):
+    """FreeBSD has no setsid(1): the start command falls back to nohup and still runs."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("sh", "mkdir", "rm", "nohup", "cat", "mv", "sleep", "grep", "sed", "tail",
+                 "wc", "date") + (("setsid",) if path_dirs == "with-setsid" else ()):
+        (tools / tool).symlink_to(shutil.which(tool))
+    (tools / "ping").symlink_to(guest_dir / "bin" / "ping")
+    ping = PingWorkload("10.0.2.2", 2, 0.1, 0)
+    ping.root = str(guest_dir)
+    subprocess.run(["sh", "-c", ping.start_command()], env={"PATH": str(tools)}, check=True,
+                   timeout=30)
+    deadline = time.monotonic() + 20
+    while not (guest_dir / "ping" / "verdict").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _verdict(guest_dir, "ping") == "PASS"
