@@ -11,6 +11,7 @@ import pytest
 from fixtures.bhyve.getopt import (
     OPTSTRING_14,
     OPTSTRING_14_NO_SNAPSHOT,
+    OPTSTRING_D34547,
     OPTSTRING_MAIN,
     OPTSTRING_MAIN_NO_SNAPSHOT,
     GetoptError,
@@ -106,6 +107,10 @@ def test_checkpoint_dir_is_passed_as_t_and_refused_without_it(tmp_path):
     argv = vm.boot_argv()
     assert argv[argv.index("-t") + 1] == str(tmp_path / "ckp")
     assert argv.index("-t") < argv.index("freebsd_guest")
+    parse_bhyve_argv(argv[1:], OPTSTRING_D34547)
+    with pytest.raises(GetoptError, match="-t"):
+        parse_bhyve_argv(argv[1:], OPTSTRING_MAIN)
+    assert vm.checkpoint_path(Path("elsewhere/s.ckp")) == tmp_path / "ckp" / "s.ckp"
     with pytest.raises(ConfigError, match="needs bhyve -t"):
         BhyveDriver(settings).check_settings(BhyveFeatures(snapshot=True,
                                                            checkpoint_dir_option=False))
@@ -121,6 +126,8 @@ def test_config_drive_goes_on_its_own_slot(tmp_path):
 def test_plan_prints_the_seed_commands(capsys, tmp_path):
     assert main(["plan", "--hypervisor", "bhyve", "--image", str(tmp_path / "none")]) == 0
     boot, suspend, restore = capsys.readouterr().out.splitlines()
+    assert f"-s 4:0,ahci-cd,{tmp_path}" not in boot, "the config drive is per VM, in scratch"
+    assert "-s 4:0,ahci-cd," in boot
     assert boot.startswith("boot: bhyve -c 1 -m 256M -H -A -P -s 0:0,hostbridge")
     assert boot.endswith("-l com1,stdio freebsd_guest")
     assert "-s 2:0,virtio-net,tap0,mac=58:9c:fc:" in boot
