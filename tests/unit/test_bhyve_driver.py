@@ -4,6 +4,7 @@ bhyvectl executables (tests/unit/standins) that follow upstream's behaviour."""
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,15 @@ def test_a_checkpoint_describing_another_vm_is_rejected(tmp_path, standin_vm, mo
     standin_vm.boot(timeout=30)
     with pytest.raises(SuspendError, match=r"does not describe standin.*somebody_else"):
         standin_vm.checkpoint(tmp_path / "c.ckp", timeout=30)
+
+
+def test_a_failed_suspend_is_reported_at_once_and_the_vm_runs_on(tmp_path, standin_vm,
+                                                                 monkeypatch):
+    monkeypatch.setenv("STANDIN_CHECKPOINT_ERROR", "Read-only file system")
+    standin_vm.boot(timeout=30)
+    start = time.monotonic()
+    with pytest.raises(SuspendError, match=r"Read-only file system.*keeps running"):
+        standin_vm.suspend(tmp_path / "s.ckp", timeout=60)
+    assert time.monotonic() - start < 10, "the failure is in bhyve's output: no need to wait"
+    assert standin_vm.state is VMState.RUNNING
+    assert standin_vm.process.alive

@@ -7,8 +7,9 @@ loaded); a checkpoint request writes FILE, FILE.kern and FILE.meta; a suspend th
 the VM and exits 0; a restore takes vCPUs and memory from FILE.meta (not -c/-m) and exits 1
 with upstream's message when the memory file's size does not match it.
 The two directories come from STANDIN_VMM_DIR and STANDIN_RUN_DIR; STANDIN_META_VMNAME
-makes it write a FILE.meta that names another VM. Requests are JSON
-lines, not nvlists: the transport is not what is under test.
+makes it write a FILE.meta that names another VM; STANDIN_CHECKPOINT_ERROR makes the save
+fail as upstream's does: an error on stderr, nothing to bhyvectl, the VM running on.
+Requests are JSON lines, not nvlists: the transport is not what is under test.
 """
 
 import json
@@ -83,6 +84,10 @@ def main() -> int:
         if request["cmd"] == "poweroff":
             (VMM / name).unlink()
             return 1
+        if os.environ.get("STANDIN_CHECKPOINT_ERROR"):  # upstream: print, resume, run on
+            print(f"Failed to create checkpoint file: {os.environ['STANDIN_CHECKPOINT_ERROR']}",
+                  file=sys.stderr, flush=True)
+            continue
         write_checkpoint(Path(request["filename"]), name, memsize, ncpus,
                          devices(parsed.options))
         if request["suspend"]:
