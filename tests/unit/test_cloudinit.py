@@ -193,3 +193,15 @@ def test_bad_values_are_config_errors_and_write_nothing(tmp_path, bad):
     with pytest.raises(ConfigError):
         _drive(tmp_path, **bad)
     assert not any(tmp_path.iterdir())
+
+
+def test_runcmd_mounts_a_tmpfs_for_the_memory_workload(tmp_path):
+    commands = cloudinit.tmpfs_commands("/var/snaptest-mem", "freebsd", 128)
+    data = tiny_yaml(_read_files(_drive(tmp_path, runcmd=commands),
+                                 rr_path=True)["user-data"])
+    assert data["runcmd"] == ["mkdir -p /var/snaptest-mem",
+                              "mount -t tmpfs -o size=128m tmpfs /var/snaptest-mem",
+                              "chown freebsd /var/snaptest-mem"]
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    assert "runcmd" not in _read_files(_drive(plain_dir), rr_path=True)["user-data"]

@@ -1,0 +1,56 @@
+"""Several suspend/restore cycles during one run of the workloads (CRIU's --iters).
+
+Between cycles the workloads must demonstrably move on (more of the copy, a new ping
+reply), so each suspend lands on a guest that really ran after the previous restore.
+"""
+
+import pytest
+
+from fixtures.scenario import LifecycleChecks, suspend_restore_cycle
+from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
+from fixtures.workloads.memory import MemoryWorkload
+
+pytestmark = pytest.mark.scenario
+
+
+def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):
+    """--cycles suspend/restore cycles; every verdict PASS; metrics per cycle."""
+    vm, timeout, cycles = vm_booted, scenario.step_timeout_s, scenario.cycles
+    checks = LifecycleChecks(vm)
+    checks.after("boot")
+    copy = CopyWorkload(scenario.copy_size_bytes, scenario.copy_share_before_suspend)
+    # The guest's clock stops while suspended: the ping must outlast every cycle's
+    # wait for progress and reconnect, in guest time.
+    ping = PingWorkload(vm.host_address, scenario.ping_count + 15 * cycles,
+                        scenario.ping_interval_s, expected_restores=cycles)
+    memory = MemoryWorkload.for_guest(vm.spec.memory_mb, scenario.memory_share,
+                                      seed=scenario.memory_seed, expected_restores=cycles,
+                                      duration_s=int(timeout),
+                                      memory_dir=vm.spec.image.memory_dir)
+    run = WorkloadRun([copy, ping, memory], vm.spec.image.guest_dir)
+    run.install(vm.guest)
+    run.start(vm.guest, memory)  # first: writing its pattern takes a while under TCG
+    run.start(vm.guest, copy)
+    run.wait_phase(vm.guest, copy, "copying", timeout)
+    run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern verified")
+    run.start(vm.guest, ping)
+    run.wait_running(vm.guest, timeout)
+
+    done = []
+    for number in range(1, cycles + 1):
+        if done:  # the memory workload re-verifies on its own after every restore mark
+            run.wait_progress(vm.guest, run.states(vm.guest), timeout, [copy, ping])
+        cycle, _ = suspend_restore_cycle(vm, run, number,
+                                         suspended_for_s=scenario.suspended_for_s,
+                                         timeout=timeout, checks=checks)
+        done.append(cycle)
+    test_results.metrics["cycles"] = [c.as_metrics() for c in done]
+    states = run.wait_verdicts(vm.guest, timeout)
+    test_results.metrics["verdicts"] = {n: s.verdict for n, s in states.items()}
+    run.collect(vm.guest, test_results.directory / "workloads")
+
+    assert done[-1].copy_progress_at_suspend < 1.0, \
+        "the copy had finished before the last suspend: make --copy-size larger"
+    assert states["copy"].passed, f"copy: {states['copy'].verdict}"
+    assert states["ping"].passed, f"ping: {states['ping'].verdict}"
+    assert states["memory"].passed, f"memory: {states['memory'].verdict}"
