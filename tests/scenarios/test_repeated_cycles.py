@@ -29,10 +29,10 @@ def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):
                                       memory_dir=vm.spec.image.memory_dir)
     run = WorkloadRun([copy, ping, memory], vm.spec.image.guest_dir)
     run.install(vm.guest)
-    run.start(vm.guest, memory)  # first: writing its pattern takes a while under TCG
+    run.start(vm.guest, memory)  # before the copy, which must not finish too early
+    run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern checked")
     run.start(vm.guest, copy)
     run.wait_phase(vm.guest, copy, "copying", timeout)
-    run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern verified")
     run.start(vm.guest, ping)
     run.wait_running(vm.guest, timeout)
 
