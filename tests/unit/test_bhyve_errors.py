@@ -1,9 +1,8 @@
 """Exit statuses and messages of bhyve and bhyvectl become sentences naming cause and fix."""
 
-import itertools
-from pathlib import Path
 
 import pytest
+from sample_text import sample
 
 from fixtures.bhyve.errors import (
     checkpoint_failure_in,
@@ -12,13 +11,9 @@ from fixtures.bhyve.errors import (
     explain_bhyvectl_exit,
 )
 
-SAMPLES = Path(__file__).parent / "samples"
 VM = "freebsd_guest"
 
 
-def _sample(name: str) -> str:
-    lines = (SAMPLES / name).read_text().splitlines(keepends=True)
-    return "".join(itertools.dropwhile(lambda line: line.startswith("#"), lines))
 
 
 def test_errno_numbers_are_freebsds():
@@ -88,18 +83,18 @@ def test_vm_open_not_permitted():
 
 
 def test_bhyvectl_without_snapshot_support():
-    message = explain_bhyvectl_exit(1, _sample("bhyvectl-usage-main-nosnapshot.txt"), VM)
+    message = explain_bhyvectl_exit(1, sample("bhyvectl-usage-main-nosnapshot.txt"), VM)
     assert "no --suspend" in message and "WITH_BHYVE_SNAPSHOT=yes" in message
     assert "--suspend=x" in message
 
 
 def test_usage_without_complaint_means_conflicting_or_missing_options():
-    message = explain_bhyvectl_exit(1, _sample("bhyvectl-usage-main.txt"), VM)
+    message = explain_bhyvectl_exit(1, sample("bhyvectl-usage-main.txt"), VM)
     assert "both given" in message and "--vm" in message
 
 
 def test_bhyvectl_without_rundir():
-    stderr = "bhyvectl: unrecognized option `--rundir=/tmp/x'\n" + _sample(
+    stderr = "bhyvectl: unrecognized option `--rundir=/tmp/x'\n" + sample(
         "bhyvectl-usage-main.txt")
     assert "no --rundir" in explain_bhyvectl_exit(1, stderr, VM)
 

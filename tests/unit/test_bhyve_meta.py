@@ -1,10 +1,9 @@
 """FILE.meta parsing and checking, on samples of main's and 13.x's layout."""
 
-import itertools
 import json
-from pathlib import Path
 
 import pytest
+from sample_text import sample
 
 from fixtures.bhyve.meta import (
     KERN_STRUCTS_MAIN,
@@ -17,18 +16,14 @@ from fixtures.bhyve.meta import (
     parse_meta,
 )
 
-SAMPLES = Path(__file__).parent / "samples"
 SEED_DEVICES = ("hostbridge", "lpc", "virtio-net", "ahci-hd")
 MIB_256 = 256 * 1024 * 1024
 
 
-def _sample(name: str) -> str:
-    lines = (SAMPLES / name).read_text().splitlines(keepends=True)
-    return "".join(itertools.dropwhile(lambda line: line.startswith("#"), lines))
 
 
 def _edited(edit) -> str:
-    root = json.loads(_sample("checkpoint.meta"))
+    root = json.loads(sample("checkpoint.meta"))
     edit(root)
     return json.dumps(root, indent=2)
 
@@ -39,8 +34,8 @@ def _check(meta, **changes):
     return check_meta(meta, **expected)
 
 
-def test_main_sample():
-    meta = parse_meta(_sample("checkpoint.meta"))
+def test_mainsample():
+    meta = parse_meta(sample("checkpoint.meta"))
     assert (meta.vm_name, meta.memory_bytes, meta.cpus, meta.memflags, meta.layout) == (
         "freebsd_guest", MIB_256, 1, 0, LAYOUT_MAIN)
     assert meta.kern_structs == KERN_STRUCTS_MAIN
@@ -55,7 +50,7 @@ def test_numbers_quoted_by_older_libxo_are_accepted():
             root["basic metadata"][key] = str(root["basic metadata"][key])
         for entry in root["devices"]:
             entry["size"] = str(entry["size"])
-    assert parse_meta(_edited(quote)) == parse_meta(_sample("checkpoint.meta"))
+    assert parse_meta(_edited(quote)) == parse_meta(sample("checkpoint.meta"))
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
@@ -64,11 +59,11 @@ def test_numbers_quoted_by_older_libxo_are_accepted():
     ({"cpus": 2}, "1 vCPUs saved, expected 2"),
 ])
 def test_identity_mismatches(changes, problem):
-    assert _check(parse_meta(_sample("checkpoint.meta")), **changes) == [problem]
+    assert _check(parse_meta(sample("checkpoint.meta")), **changes) == [problem]
 
 
 def test_different_device_layout_is_reported_both_ways():
-    problems = _check(parse_meta(_sample("checkpoint.meta")),
+    problems = _check(parse_meta(sample("checkpoint.meta")),
                       devices=("hostbridge", "lpc", "virtio-net", "virtio-blk"))
     assert len(problems) == 2
     assert "not saved: virtio-blk" in problems[0]
@@ -76,7 +71,7 @@ def test_different_device_layout_is_reported_both_ways():
 
 
 def test_platform_device_may_be_listed_or_not():
-    meta = parse_meta(_sample("checkpoint.meta"))
+    meta = parse_meta(sample("checkpoint.meta"))
     assert _check(meta, devices=(*SEED_DEVICES, "atkbdc")) == []
 
 
@@ -99,7 +94,7 @@ def test_empty_blobs_and_missing_structs_break_restore():
                         "kernel structs missing: vhpet (restore stops with 'Cannot find kern "
                         "struct')",
                         "saved with size 0: lpc (restore refuses them)"]
-    assert layout_problems(parse_meta(_sample("checkpoint.meta"))) == []
+    assert layout_problems(parse_meta(sample("checkpoint.meta"))) == []
 
 
 def test_gaps_between_blobs_are_allowed():
@@ -112,14 +107,14 @@ def test_gaps_between_blobs_are_allowed():
 
 
 def test_blobs_must_fit_in_the_kern_file():
-    meta = parse_meta(_sample("checkpoint.meta"))
+    meta = parse_meta(sample("checkpoint.meta"))
     assert kern_file_problems(meta, 43816) == []
     [problem] = kern_file_problems(meta, 43815)
     assert problem.startswith("atkbdc needs bytes 42640-43816 of FILE.kern, which has 43815")
 
 
 def test_truncated_file_says_why():
-    text = _sample("checkpoint.meta")
+    text = sample("checkpoint.meta")
     with pytest.raises(MetaError, match="truncated"):
         parse_meta(text[: len(text) // 2])
 
@@ -146,7 +141,7 @@ def test_top_level_must_be_an_object():
 
 
 def test_13_layout():
-    meta = parse_meta(_sample("checkpoint-13.meta"))
+    meta = parse_meta(sample("checkpoint-13.meta"))
     assert meta.layout == LAYOUT_13
     assert meta.kern_structs[:3] == ("vhpet", "vm", "vmx")
     assert meta.devices == ("atkbdc", "virtio-net", "lpc", "ahci-hd")  # size 0 = absent
@@ -155,13 +150,13 @@ def test_13_layout():
 
 
 def test_13_layout_still_finds_missing_devices():
-    meta = parse_meta(_sample("checkpoint-13.meta"))
+    meta = parse_meta(sample("checkpoint-13.meta"))
     assert any("not saved: virtio-blk" in p
                for p in _check(meta, devices=(*SEED_DEVICES, "virtio-blk")))
 
 
 def test_13_struct_without_debug_name_is_named_by_number():
-    root = json.loads(_sample("checkpoint-13.meta"))
+    root = json.loads(sample("checkpoint-13.meta"))
     for entry in root["structs"]:
         del entry["debug_name"]
     assert parse_meta(json.dumps(root)).kern_structs[0] == "#1"

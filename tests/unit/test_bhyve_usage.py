@@ -1,9 +1,8 @@
 """Feature detection from bhyve's and bhyvectl's usage text, on samples of each upstream era."""
 
-import itertools
-from pathlib import Path
 
 import pytest
+from sample_text import sample
 
 from fixtures.bhyve.usage import (
     BhyveFeatures,
@@ -11,14 +10,6 @@ from fixtures.bhyve.usage import (
     bhyvectl_features_from_usage,
     features_from_usage,
 )
-
-SAMPLES = Path(__file__).parent / "samples"
-
-
-def _sample(name: str) -> str:
-    """The sample without its '#' header, i.e. what the program printed."""
-    lines = (SAMPLES / name).read_text().splitlines(keepends=True)
-    return "".join(itertools.dropwhile(lambda line: line.startswith("#"), lines))
 
 
 @pytest.mark.parametrize(("name", "snapshot", "checkpoint_dir"), [
@@ -29,23 +20,23 @@ def _sample(name: str) -> str:
     ("bhyve-usage-d34547.txt", True, True),
 ])
 def test_bhyve_samples(name, snapshot, checkpoint_dir):
-    assert features_from_usage(_sample(name)) == BhyveFeatures(
+    assert features_from_usage(sample(name)) == BhyveFeatures(
         snapshot=snapshot, checkpoint_dir_option=checkpoint_dir, rundir_option=None)
 
 
 def test_synopsis_r_token_is_not_snapshot_support():
-    text = _sample("bhyve-usage-main-nosnapshot.txt")
+    text = sample("bhyve-usage-main-nosnapshot.txt")
     assert "[-r file]" in text  # printed by every build
     assert not features_from_usage(text).snapshot
 
 
 def test_checkpoint_dir_detected_from_synopsis_token_alone():
-    text = _sample("bhyve-usage-main.txt").replace("[-s pci]", "[-s pci] [-t dir]")
+    text = sample("bhyve-usage-main.txt").replace("[-s pci]", "[-s pci] [-t dir]")
     assert features_from_usage(text).checkpoint_dir_option
 
 
 def test_stdout_and_stderr_concatenated():
-    assert features_from_usage("\n" + _sample("bhyve-usage-main.txt")).snapshot
+    assert features_from_usage("\n" + sample("bhyve-usage-main.txt")).snapshot
 
 
 @pytest.mark.parametrize(("name", "snapshot", "rundir"), [
@@ -54,16 +45,16 @@ def test_stdout_and_stderr_concatenated():
     ("bhyvectl-usage-rundir.txt", True, True),
 ])
 def test_bhyvectl_samples(name, snapshot, rundir):
-    features = bhyvectl_features_from_usage(_sample(name))
+    features = bhyvectl_features_from_usage(sample(name))
     assert (features.snapshot, features.rundir_option) == (snapshot, rundir)
     assert {"destroy", "force-poweroff", "create"} <= features.options
 
 
 def test_rundir_known_only_with_bhyvectl_usage():
-    bhyve = _sample("bhyve-usage-main.txt")
+    bhyve = sample("bhyve-usage-main.txt")
     assert features_from_usage(bhyve).rundir_option is None
-    assert features_from_usage(bhyve, _sample("bhyvectl-usage-rundir.txt")).rundir_option
-    assert features_from_usage(bhyve, _sample("bhyvectl-usage-main.txt")).rundir_option is False
+    assert features_from_usage(bhyve, sample("bhyvectl-usage-rundir.txt")).rundir_option
+    assert features_from_usage(bhyve, sample("bhyvectl-usage-main.txt")).rundir_option is False
 
 
 def test_rundir_defaults_to_unknown():
@@ -79,4 +70,4 @@ def test_other_text_is_refused(text):
 
 def test_bhyve_usage_is_not_bhyvectl_usage():
     with pytest.raises(UsageTextError, match="bhyvectl"):
-        bhyvectl_features_from_usage(_sample("bhyve-usage-main.txt"))
+        bhyvectl_features_from_usage(sample("bhyve-usage-main.txt"))

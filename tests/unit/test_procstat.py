@@ -1,9 +1,8 @@
 """procstat -s and procstat -C -f, as printed by procstat_cred.c and procstat_files.c."""
 
-import itertools
-from pathlib import Path
 
 import pytest
+from sample_text import sample
 
 from fixtures.bhyve.procstat import (
     SNAPSHOT_SOCKET_RIGHTS,
@@ -15,13 +14,9 @@ from fixtures.bhyve.procstat import (
     socket_rights_problems,
 )
 
-SAMPLES = Path(__file__).parent / "samples"
 SOCKET = "/var/run/bhyve/freebsd_guest"
 
 
-def _sample(name: str) -> str:
-    lines = (SAMPLES / name).read_text().splitlines(keepends=True)
-    return "".join(itertools.dropwhile(lambda line: line.startswith("#"), lines))
 
 
 def _by_fd(files):
@@ -31,20 +26,20 @@ def _by_fd(files):
 # -- procstat -s ------------------------------------------------------------------------------
 
 def test_cred_with_header():
-    bhyve, sshd = parse_procstat_cred(_sample("procstat-cred.txt"))
+    bhyve, sshd = parse_procstat_cred(sample("procstat-cred.txt"))
     assert (bhyve.pid, bhyve.comm, bhyve.umask, bhyve.groups) == (1342, "bhyve", "022", (0, 5))
     assert bhyve.capability_mode
     assert (sshd.pid, sshd.comm, sshd.capability_mode) == (977, "sshd", False)
 
 
 def test_cred_without_header():
-    [bhyve] = parse_procstat_cred(_sample("procstat-cred-noheader.txt"))
+    [bhyve] = parse_procstat_cred(sample("procstat-cred-noheader.txt"))
     assert bhyve.pid == 1342 and not bhyve.capability_mode
 
 
 def test_cred_json():
-    [bhyve] = parse_procstat_cred(_sample("procstat-cred.json"))
-    text = parse_procstat_cred(_sample("procstat-cred.txt"))[0]
+    [bhyve] = parse_procstat_cred(sample("procstat-cred.json"))
+    text = parse_procstat_cred(sample("procstat-cred.txt"))[0]
     assert bhyve == text
 
 
@@ -63,8 +58,8 @@ def test_cred_rejects_other_output():
 
 # -- procstat -C -f ---------------------------------------------------------------------------
 
-def test_files_sample():
-    files = parse_procstat_files(_sample("procstat-files-capsicum.txt"))
+def test_filessample():
+    files = parse_procstat_files(sample("procstat-files-capsicum.txt"))
     assert len(files) == 15
     fds = _by_fd(files)
     assert fds["cwd"].name == "/root" and fds["cwd"].rights == frozenset()
@@ -75,19 +70,19 @@ def test_files_sample():
 
 
 def test_name_with_spaces_survives():
-    fds = _by_fd(parse_procstat_files(_sample("procstat-files-capsicum.txt")))
+    fds = _by_fd(parse_procstat_files(sample("procstat-files-capsicum.txt")))
     assert fds[8].name == "/vm/freebsd_guest disks/main.img"
 
 
 def test_stream_socket_queues_are_not_part_of_the_name():
-    socket = _by_fd(parse_procstat_files(_sample("procstat-files-capsicum.txt")))[10]
+    socket = _by_fd(parse_procstat_files(sample("procstat-files-capsicum.txt")))[10]
     assert (socket.type, socket.protocol, socket.sendq, socket.recvq, socket.name) == (
         "s", "UDS", 0, 0, SOCKET)
     assert socket.rights == {"rd", "wr", "at", "gs", "re", "sd"}
 
 
 def test_socket_procstat_could_not_inspect_has_empty_name():
-    socket = _by_fd(parse_procstat_files(_sample("procstat-files-capsicum.txt")))[11]
+    socket = _by_fd(parse_procstat_files(sample("procstat-files-capsicum.txt")))[11]
     assert (socket.protocol, socket.name, socket.sendq) == ("", "", None)
 
 
@@ -98,8 +93,8 @@ def test_older_procstat_without_queues():
 
 
 def test_files_json():
-    files = _by_fd(parse_procstat_files(_sample("procstat-files.json")))
-    text = _by_fd(parse_procstat_files(_sample("procstat-files-capsicum.txt")))
+    files = _by_fd(parse_procstat_files(sample("procstat-files.json")))
+    text = _by_fd(parse_procstat_files(sample("procstat-files-capsicum.txt")))
     for fd in ("cwd", 3, 10):
         assert files[fd] == text[fd]
 
@@ -123,25 +118,25 @@ def test_garbage_is_refused():
 def test_expected_rights_are_what_upstream_sets():
     # cap_rights_init(CAP_ACCEPT, CAP_READ, CAP_RECV, CAP_WRITE, CAP_SEND, CAP_GETSOCKOPT)
     # as procstat names them; the sample's socket carries exactly that set.
-    socket = _by_fd(parse_procstat_files(_sample("procstat-files-capsicum.txt")))[10]
+    socket = _by_fd(parse_procstat_files(sample("procstat-files-capsicum.txt")))[10]
     assert socket.rights == SNAPSHOT_SOCKET_RIGHTS
 
 
 def test_limited_socket_passes_with_nothing_extra():
-    files = parse_procstat_files(_sample("procstat-files-capsicum.txt"))
+    files = parse_procstat_files(sample("procstat-files-capsicum.txt"))
     assert socket_rights_problems(files, SOCKET) == []
     assert extra_rights(files, SOCKET) == frozenset()
 
 
 def test_unlimited_socket_passes_but_shows_its_extra_rights():
-    files = parse_procstat_files(_sample("procstat-files-nocapsicum.txt"))
+    files = parse_procstat_files(sample("procstat-files-nocapsicum.txt"))
     assert socket_rights_problems(files, SOCKET) == []
     assert {"bd", "co", "ln", "ss", "sh"} <= extra_rights(files, SOCKET)
     assert not extra_rights(files, SOCKET) & SNAPSHOT_SOCKET_RIGHTS
 
 
 def test_missing_socket():
-    files = parse_procstat_files(_sample("procstat-files-capsicum.txt"))
+    files = parse_procstat_files(sample("procstat-files-capsicum.txt"))
     [problem] = socket_rights_problems(files, "/var/run/bhyve/other")
     assert "no socket /var/run/bhyve/other" in problem and "BHYVE_SNAPSHOT" in problem
 
