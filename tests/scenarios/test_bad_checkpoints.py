@@ -1,0 +1,39 @@
+"""Bad checkpoints are refused: a clear RestoreError, a hypervisor that exits (never hangs),
+and the original checkpoint unchanged.
+
+Damaged copies (truncated memory, corrupted device state) and mismatched restores (other
+memory size, other NIC) of one good checkpoint.
+"""
+
+import pytest
+
+from fixtures.damage import damaged_copy, sha256_sums
+from fixtures.errors import RestoreError
+
+pytestmark = pytest.mark.scenario
+
+
+@pytest.mark.parametrize("case", ["truncated", "corrupted-state", "other-memory-size",
+                                  "other-nic"])
+def test_a_bad_checkpoint_is_refused_and_left_unchanged(vm_booted, vm_factory, scenario, case):
+    """Restoring the bad checkpoint fails clearly; the hypervisor exits; nothing changed."""
+    vm, timeout = vm_booted, scenario.step_timeout_s
+    good = vm.suspend(vm.workdir / "good.ckp", timeout)
+    before = sha256_sums(good)
+
+    changes: dict[str, object] = {}
+    checkpoint = good
+    if case == "other-memory-size":
+        changes = {"memory_mb": vm.spec.memory_mb * 2}
+    elif case == "other-nic":
+        changes = {"nic_model": "e1000" if vm.spec.nic_model != "e1000" else "virtio-net"}
+    else:
+        checkpoint = damaged_copy(good, vm_factory.scratch_dir(case), case)
+    target = vm_factory.build_like(vm, **changes)
+
+    with pytest.raises(RestoreError) as failure:
+        target.restore(checkpoint, timeout)
+
+    assert "restore failed" in str(failure.value) and "command:" in str(failure.value)
+    assert target.process is not None and not target.process.alive, "the hypervisor must end"
+    assert sha256_sums(good) == before, "the original checkpoint was changed"
