@@ -6,9 +6,7 @@ reply), so each suspend lands on a guest that really ran after the previous rest
 
 import pytest
 
-from fixtures.scenario import LifecycleChecks, suspend_restore_cycle
-from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
-from fixtures.workloads.memory import MemoryWorkload
+from fixtures.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
 pytestmark = pytest.mark.scenario
 
@@ -18,28 +16,15 @@ def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):
     vm, timeout, cycles = vm_booted, scenario.step_timeout_s, scenario.cycles
     checks = LifecycleChecks(vm)
     checks.after("boot")
-    copy = CopyWorkload(scenario.copy_size_bytes, scenario.copy_share_before_suspend)
     # The guest's clock stops while suspended: the ping must outlast every cycle's
     # wait for progress and reconnect, in guest time.
-    ping = PingWorkload(vm.host_address, scenario.ping_count + 15 * cycles,
-                        scenario.ping_interval_s, expected_restores=cycles)
-    memory = MemoryWorkload.for_guest(vm.spec.memory_mb, scenario.memory_share,
-                                      seed=scenario.memory_seed, expected_restores=cycles,
-                                      duration_s=int(timeout),
-                                      memory_dir=vm.spec.image.memory_dir)
-    run = WorkloadRun([copy, ping, memory], vm.spec.image.guest_dir)
-    run.install(vm.guest)
-    run.start(vm.guest, memory)  # before the copy, which must not finish too early
-    run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern checked")
-    run.start(vm.guest, copy)
-    run.wait_phase(vm.guest, copy, "copying", timeout)
-    run.start(vm.guest, ping)
-    run.wait_running(vm.guest, timeout)
+    run = start_workloads(vm, scenario, expected_restores=cycles,
+                          ping_count=scenario.ping_count + 15 * cycles)
 
     done = []
     for number in range(1, cycles + 1):
         if done:  # the memory workload re-verifies on its own after every restore mark
-            run.wait_progress(vm.guest, run.states(vm.guest), timeout, [copy, ping])
+            run.wait_progress(vm.guest, run.states(vm.guest), timeout, ("copy", "ping"))
         cycle, _ = suspend_restore_cycle(vm, run, number,
                                          suspended_for_s=scenario.suspended_for_s,
                                          timeout=timeout, checks=checks)

@@ -8,9 +8,7 @@ PASS and the guest must still work. The guest kernel is checked after every step
 import pytest
 
 from fixtures.health import guest_problems
-from fixtures.scenario import LifecycleChecks, suspend_restore_cycle
-from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
-from fixtures.workloads.memory import MemoryWorkload
+from fixtures.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
 pytestmark = pytest.mark.scenario
 
@@ -25,24 +23,7 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     vm, metrics, timeout = vm_booted, test_results.metrics, scenario.step_timeout_s
     checks = LifecycleChecks(vm)
     checks.after("boot")
-    copy = CopyWorkload(scenario.copy_size_bytes, scenario.copy_share_before_suspend)
-    ping = PingWorkload(vm.host_address, scenario.ping_count, scenario.ping_interval_s,
-                        expected_restores=1)
-    memory = MemoryWorkload.for_guest(vm.spec.memory_mb, scenario.memory_share,
-                                      seed=scenario.memory_seed, expected_restores=1,
-                                      duration_s=int(timeout),
-                                      memory_dir=vm.spec.image.memory_dir)
-    run = WorkloadRun([copy, ping, memory], vm.spec.image.guest_dir)
-    run.install(vm.guest)
-    with test_results.phase("memory_prepare_s"):  # before the copy, which must not finish
-        run.start(vm.guest, memory)
-        run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern checked")
-    with test_results.phase("source_create_s"):
-        run.start(vm.guest, copy)
-        run.wait_phase(vm.guest, copy, "copying", timeout)
-    run.start(vm.guest, ping)
-    with test_results.phase("progress_wait_s"):
-        run.wait_running(vm.guest, timeout)
+    run = start_workloads(vm, scenario, expected_restores=1, phase=test_results.phase)
 
     cycle, _ = suspend_restore_cycle(vm, run, 1, suspended_for_s=scenario.suspended_for_s,
                                      timeout=timeout, checks=checks)
