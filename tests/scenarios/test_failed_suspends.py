@@ -4,17 +4,25 @@ The checkpoint is aimed at a directory that does not exist, at a read-only file 
 at a file system too small for the guest's memory. Each time the harness must report a
 SuspendError, the hypervisor must still run the guest, and the workloads, which never saw
 a suspend, must end PASS.
+
+A hypervisor killed in the middle of the save cannot lose nothing, but it must be reported
+as what it is: a SuspendError that says the hypervisor ended during the save and names the
+partial files it left, and a VM the harness counts as dead.
 """
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from fixtures.config import MiB
-from fixtures.drivers.base import VMState
+from fixtures.drivers.base import VirtualMachine, VMState
 from fixtures.errors import SuspendError
 from fixtures.hostfs import small_tmpfs
-from fixtures.scenario import LifecycleChecks
-from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
-from fixtures.workloads.memory import MemoryWorkload
+from fixtures.scenario import LifecycleChecks, start_workloads
 
 pytestmark = pytest.mark.scenario
 
@@ -27,20 +35,8 @@ def test_a_failed_suspend_leaves_the_vm_running(vm_booted, scenario, run_ledger,
     """The save fails, the error says why, and copy, ping and memory still end PASS."""
     vm, timeout = vm_booted, scenario.step_timeout_s
     checks = LifecycleChecks(vm)
-    copy = CopyWorkload(COPY_BYTES, scenario.copy_share_before_suspend)
-    ping = PingWorkload(vm.host_address, scenario.ping_count, scenario.ping_interval_s,
-                        expected_restores=0)
-    memory = MemoryWorkload.for_guest(vm.spec.memory_mb, scenario.memory_share,
-                                      seed=scenario.memory_seed, expected_restores=0,
-                                      duration_s=30, memory_dir=vm.spec.image.memory_dir)
-    run = WorkloadRun([copy, ping, memory], vm.spec.image.guest_dir)
-    run.install(vm.guest)
-    run.start(vm.guest, memory)
-    run.wait_until(vm.guest, memory.running_condition(), timeout, "memory pattern checked")
-    run.start(vm.guest, copy)
-    run.wait_phase(vm.guest, copy, "copying", timeout)
-    run.start(vm.guest, ping)
-    run.wait_running(vm.guest, timeout)
+    run = start_workloads(vm, scenario, expected_restores=0, copy_bytes=COPY_BYTES,
+                          memory_duration_s=30)
 
     target = vm.workdir / where
     if where == "missing-directory":
@@ -59,3 +55,58 @@ def test_a_failed_suspend_leaves_the_vm_running(vm_booted, scenario, run_ledger,
     states = run.wait_verdicts(vm.guest, timeout)
     assert {name: state.verdict for name, state in states.items()} == \
         {"copy": "PASS", "ping": "PASS", "memory": "PASS"}
+
+
+#: The killer strikes once this much of the memory file is written: well inside the save.
+KILL_AT_BYTES = 4 * MiB
+
+
+class KillDuringSave(threading.Thread):
+    """Kills the hypervisor with SIGKILL once ``memory_file`` holds ``at_bytes``: an
+    event in the save, watched every millisecond, not a guessed delay."""
+
+    def __init__(self, vm: VirtualMachine, memory_file: Path, at_bytes: int,
+                 timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.memory_file, self.at_bytes = vm.process.pid, memory_file, at_bytes
+        self.deadline = time.monotonic() + timeout
+        self.killed_at_bytes: int | None = None
+
+    def run(self) -> None:
+        while time.monotonic() < self.deadline:
+            try:
+                size = self.memory_file.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size >= self.at_bytes:
+                os.kill(self.pid, signal.SIGKILL)
+                self.killed_at_bytes = size
+                return
+            time.sleep(0.001)
+
+
+def test_a_hypervisor_killed_during_the_save_is_reported_with_its_partial_files(
+        vm_booted, scenario, test_results):
+    """SIGKILL in the middle of the save: a SuspendError naming the partial files."""
+    vm, timeout = vm_booted, scenario.step_timeout_s
+    # Random data in guest RAM makes the save long enough to be caught in the middle
+    # (zero pages cost QEMU almost nothing to save).
+    ballast_mib = vm.spec.memory_mb * 3 // 8
+    vm.guest.check_output(f"dd if=/dev/urandom of={vm.spec.image.memory_dir}/ballast "
+                          f"bs=1048576 count={ballast_mib} 2>&1", timeout=timeout)
+    target = vm.workdir / "killed.ckp"
+    memory_file = vm.checkpoint_files(target)[0]
+    killer = KillDuringSave(vm, memory_file, KILL_AT_BYTES, timeout)
+    killer.start()
+    with pytest.raises(SuspendError) as failure:
+        vm.suspend(target, timeout)
+    killer.join(timeout)
+    message = str(failure.value)
+    test_results.metrics["killed_at_bytes"] = killer.killed_at_bytes
+    test_results.metrics["partial_file_bytes"] = memory_file.stat().st_size
+
+    assert killer.killed_at_bytes is not None, "the save ended before the kill: no fault"
+    assert "during the save" in message and "SIGKILL" in message, message
+    assert f"partial files {memory_file} (" in message, "the error must name what was left"
+    assert memory_file.stat().st_size < ballast_mib * MiB, "the file must be partial"
+    assert vm.state is VMState.DEAD and not vm.process.alive

@@ -5,6 +5,7 @@ bhyvectl executables (tests/unit/standins) that follow upstream's behaviour."""
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,7 @@ def standin_vm(tmp_path, standin_host, fake_guest):
                  VMContext(tmp_path, results, ledger, lambda line: None), standin_host,
                  BhyveFeatures(snapshot=True, checkpoint_dir_option=False),
                  _NoNetwork(pick_subnet()))
+    vm.disk.write_bytes(b"disk at boot")
     vm.ssh_endpoint = lambda: fake_guest  # the stand-in has no sshd
     yield vm
     vm.destroy()
@@ -210,11 +212,49 @@ def test_suspend_waits_for_exit_and_checks_the_three_files(tmp_path, standin_vm,
     assert "Restoring kernel structs" in vm.process.console_text()
 
 
-def test_live_checkpoint_keeps_the_vm_running(tmp_path, standin_vm):
+def test_live_checkpoint_keeps_the_vm_running_and_copies_the_disk(tmp_path, standin_vm):
     standin_vm.boot(timeout=30)
     checkpoint = standin_vm.checkpoint(tmp_path / "live.ckp", timeout=30)
+    standin_vm.disk.write_bytes(b"disk after the checkpoint")
     assert standin_vm.process.alive
     assert checkpoint.files[2].exists()
+    assert checkpoint.disk == tmp_path / "live.ckp.disk"
+    assert checkpoint.disk.read_bytes() == b"disk at boot"
+    assert checkpoint.disk_taken == "after-save", "bhyve gives no moment to copy it paused"
+
+
+def test_a_suspend_checkpoint_goes_with_the_vms_own_disk(tmp_path, standin_vm):
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    assert checkpoint.disk == standin_vm.disk and checkpoint.disk_taken == "suspended"
+
+
+def test_restore_into_another_memory_size_is_refused_before_bhyve_starts(
+        tmp_path, standin_vm, standin_host):
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    ledger = standin_vm.ledger
+    bigger = BhyveVM(replace(standin_vm.spec, memory_mb=512),
+                     VMContext(tmp_path / "big", tmp_path / "results", ledger,
+                               lambda line: None), standin_host,
+                     BhyveFeatures(snapshot=True, checkpoint_dir_option=False),
+                     _NoNetwork(pick_subnet()))
+    with pytest.raises(RestoreError, match=r"not a checkpoint of this VM's configuration: "
+                                           r"memory is 268435456 bytes, expected 536870912"):
+        bigger.restore(checkpoint, timeout=30)
+    assert bigger.process is None, "bhyve would have ignored -m and run the saved size"
+
+
+def test_bhyve_killed_during_a_suspend_is_reported_with_the_partial_file(
+        tmp_path, standin_vm, monkeypatch):
+    monkeypatch.setenv("STANDIN_KILLED_DURING_SAVE", "1")
+    standin_vm.boot(timeout=30)
+    with pytest.raises(SuspendError) as failure:
+        standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    message = str(failure.value)
+    assert "signal 9" in message or "SIGKILL" in message, message
+    assert f"partial files {tmp_path / 's.ckp'} (134217728 bytes)" in message
+    assert standin_vm.state is VMState.DEAD
 
 
 def test_restore_of_a_truncated_memory_file_is_a_clear_error(tmp_path, standin_vm):

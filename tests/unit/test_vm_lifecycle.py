@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.config import GuestImage, VMSpec
+from fixtures.disks import sparse_copy
 from fixtures.drivers.base import StateError, VirtualMachine, VMContext, VMState
-from fixtures.errors import HarnessError, SuspendError, VMLaunchFailure
+from fixtures.errors import HarnessError, RestoreError, SuspendError, VMLaunchFailure
 from fixtures.ledger import Ledger, read_ledger
 
 STAND_IN = """
@@ -65,10 +66,17 @@ class StandInVM(VirtualMachine):
         if restoring and not self.process.wait_for_console("Restoring vm mem", timeout):
             raise StateError("stand-in did not restore")
 
-    def _save(self, path, *, keep_running, timeout):
+    def _save(self, path, *, keep_running, timeout, disk_copy=None):
         if self.mode == "unsaveable":
             raise HarnessError("migration failed: No space left on device")
+        if self.mode == "killed-while-saving":
+            path.write_bytes(b"guest")
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait_exit(timeout)
+            raise HarnessError("the save did not complete")
         path.write_bytes(b"guest memory")
+        if disk_copy is not None:
+            sparse_copy(self.disk, disk_copy)
         if not keep_running:
             os.kill(self.process.pid, signal.SIGTERM)
             self.process.wait_exit(timeout)
@@ -88,7 +96,9 @@ def _vm(tmp_path: Path, ledger, endpoint, mode="boot") -> StandInVM:
     results = tmp_path / "results"
     results.mkdir(exist_ok=True)
     context = VMContext(tmp_path, results, ledger, lambda line: None)
-    return StandInVM(VMSpec(name="stand-in", image=image), context, endpoint, mode)
+    vm = StandInVM(VMSpec(name="stand-in", image=image), context, endpoint, mode)
+    vm.disk.write_bytes(b"disk at boot")
+    return vm
 
 
 def test_boot_suspend_restore_destroy(tmp_path, ledger, fake_guest):
@@ -156,3 +166,43 @@ def test_a_failed_save_is_a_suspend_error_and_the_vm_keeps_running(tmp_path, led
     assert vm.state is VMState.RUNNING
     assert vm.process.alive
     vm.destroy()
+
+
+def test_a_live_checkpoint_goes_with_a_copy_of_the_disk(tmp_path, ledger, fake_guest):
+    vm = _vm(tmp_path, ledger, fake_guest)
+    vm.boot(timeout=30)
+    checkpoint = vm.checkpoint(tmp_path / "live.ckp", timeout=30)
+    vm.disk.write_bytes(b"the guest wrote on")
+    assert vm.state is VMState.RUNNING and vm.process.alive
+    assert checkpoint.kind == "checkpoint" and checkpoint.disk_taken == "paused"
+    assert checkpoint.disk.read_bytes() == b"disk at boot"
+    vm.destroy()
+
+
+def test_restore_from_a_checkpoint_the_driver_refuses_starts_nothing(tmp_path, ledger,
+                                                                     fake_guest):
+    vm = _vm(tmp_path, ledger, fake_guest)
+    vm.boot(timeout=30)
+    checkpoint = vm.suspend(tmp_path / "s.ckp", timeout=30)
+    vm.checkpoint_problems = lambda _checkpoint: ["memory is 1 bytes, expected 2"]
+    with pytest.raises(RestoreError, match="not a checkpoint of this VM's configuration: "
+                                           "memory is 1 bytes"):
+        vm.restore(checkpoint, timeout=30)
+    assert vm.state is VMState.SUSPENDED
+    vm.destroy()
+
+
+def test_a_hypervisor_killed_while_saving_is_reported_with_what_it_left(tmp_path, ledger,
+                                                                        fake_guest):
+    vm = _vm(tmp_path, ledger, fake_guest, mode="killed-while-saving")
+    vm.boot(timeout=30)
+    with pytest.raises(SuspendError) as failure:
+        vm.suspend(tmp_path / "s.ckp", timeout=30)
+    message = str(failure.value)
+    assert "the hypervisor ended (killed by signal SIGKILL) during the save" in message, message
+    assert f"leaving partial files {tmp_path / 's.ckp'} (5 bytes)" in message
+    assert vm.state is VMState.DEAD
+    with pytest.raises(StateError, match="is dead"):
+        vm.reconnect(timeout=5)
+    vm.destroy()
+    assert vm.state is VMState.DESTROYED

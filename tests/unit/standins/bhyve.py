@@ -8,12 +8,14 @@ the VM and exits 0; a restore takes vCPUs and memory from FILE.meta (not -c/-m) 
 with upstream's message when the memory file's size does not match it.
 The two directories come from STANDIN_VMM_DIR and STANDIN_RUN_DIR; STANDIN_META_VMNAME
 makes it write a FILE.meta that names another VM; STANDIN_CHECKPOINT_ERROR makes the save
-fail as upstream's does: an error on stderr, nothing to bhyvectl, the VM running on.
+fail as upstream's does: an error on stderr, nothing to bhyvectl, the VM running on;
+STANDIN_KILLED_DURING_SAVE makes it die by SIGKILL with half the memory file written.
 Requests are JSON lines, not nvlists: the transport is not what is under test.
 """
 
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -88,6 +90,10 @@ def main() -> int:
             print(f"Failed to create checkpoint file: {os.environ['STANDIN_CHECKPOINT_ERROR']}",
                   file=sys.stderr, flush=True)
             continue
+        if os.environ.get("STANDIN_KILLED_DURING_SAVE"):
+            with Path(request["filename"]).open("wb") as memory:
+                memory.truncate(memsize // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
         write_checkpoint(Path(request["filename"]), name, memsize, ncpus,
                          devices(parsed.options))
         if request["suspend"]:

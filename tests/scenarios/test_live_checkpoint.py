@@ -1,0 +1,103 @@
+"""Live checkpoints (``bhyvectl --checkpoint``): the VM goes on, and every restore from the
+checkpoint resumes at the checkpoint's moment.
+
+The busy guest is checkpointed and runs on until its workloads end PASS; it writes a marker
+file after the checkpoint. Then it is destroyed, and the same checkpoint is restored into a
+new VM twice, one after the other. Each restored guest must be at the checkpoint's moment,
+not where the original ended: no marker, the copy unfinished and no further than the
+original went, and then every workload must end PASS again. The marker is looked for after
+the restored guest dropped its caches (Linux guests), so that a restore given the disk as
+the original left it, not as it was at the checkpoint, shows the marker. The restores run in turn
+because they are the same VM (name, MAC, address), which bhyve's /dev/vmm and the guest
+network cannot hold twice at once. Restoring must not change the checkpoint or its disk.
+"""
+
+import time
+
+import pytest
+
+from fixtures.config import MiB
+from fixtures.damage import sha256_sums
+from fixtures.images.common import sha256_file
+from fixtures.scenario import LifecycleChecks, start_workloads
+
+pytestmark = pytest.mark.scenario
+
+#: Enough copy to be running at the checkpoint and after each restore, small enough that
+#: the original and both restores finish it in a few minutes under TCG.
+COPY_BYTES = 128 * MiB
+RESTORES = 2
+MARKER = "written-after-the-checkpoint"
+#: Where a Linux guest drops its page, dentry and inode caches (FreeBSD has no such knob).
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
+        vm_booted, vm_factory, scenario, test_results):
+    """The original and two restores of its live checkpoint all end PASS; the restores
+    start where the checkpoint was taken."""
+    vm, timeout, metrics = vm_booted, scenario.step_timeout_s, test_results.metrics
+    LifecycleChecks(vm).after("boot")
+    # One interruption for every VM: the checkpoint's pause for the original, the restore
+    # for each restored VM (the announcement comes after the checkpoint, so it is not in it).
+    run = start_workloads(vm, scenario, expected_restores=1, copy_bytes=COPY_BYTES)
+    copied_before = int(run.states(vm.guest)["copy"].values["copied_bytes"])
+
+    start = time.monotonic()
+    checkpoint = vm.checkpoint(vm.workdir / "live.ckp", timeout)
+    metrics["checkpoint_s"] = round(time.monotonic() - start, 3)
+    metrics["checkpoint_bytes"] = checkpoint.size_bytes
+    metrics["disk_taken"] = checkpoint.disk_taken
+    sums, disk_sum = sha256_sums(checkpoint), sha256_file(checkpoint.disk)
+    LifecycleChecks(vm).after("live checkpoint")
+    run.announce(vm.guest, "checkpoint")
+    marker = f"{vm.spec.image.guest_dir}/{MARKER}"
+    vm.guest.check_output(f"touch {marker} && sync", timeout=30)
+    original = run.wait_verdicts(vm.guest, timeout)
+    LifecycleChecks(vm).after("original's workloads done")
+    final_seq = int(original["ping"].values["last_seq"])
+    metrics["original"] = {n: s.verdict for n, s in original.items()}
+    vm.destroy()
+
+    restores = []
+    for number in range(1, RESTORES + 1):
+        restored = vm_factory.build_from(checkpoint)
+        checks = LifecycleChecks(restored)
+        restore_s = restored.restore(checkpoint, timeout)
+        checks.after(f"restore {number}")
+        restore_to_ssh_s = restored.reconnect(timeout)
+        at_resume = run.states(restored.guest)
+        marker_seen = restored.guest.run(
+            f"sync; [ -w {DROP_CACHES} ] && echo 3 > {DROP_CACHES}; test -e {marker}",
+            timeout=60).exit_status == 0
+        run.announce(restored.guest, "restore")
+        states = run.wait_verdicts(restored.guest, timeout)
+        checks.after(f"restore {number}: workloads done")
+        run.collect(restored.guest, test_results.directory / f"workloads-restore{number}")
+        restored.destroy()
+        restores.append({
+            "restore_s": round(restore_s, 3), "restore_to_ssh_s": round(restore_to_ssh_s, 3),
+            "copied_bytes_at_resume": int(at_resume["copy"].values["copied_bytes"]),
+            "copy_verdict_at_resume": at_resume["copy"].verdict,
+            "ping_seq_at_resume": int(at_resume["ping"].values["last_seq"] or -1),
+            "marker_seen": marker_seen,
+            "verdicts": {n: s.verdict for n, s in states.items()},
+        })
+    metrics["copied_bytes_before_checkpoint"] = copied_before
+    metrics["copy_progress_at_checkpoint"] = round(copied_before / COPY_BYTES, 4)
+    metrics["original_final_ping_seq"] = final_seq
+    metrics["restores"] = restores
+
+    assert metrics["original"] == {"copy": "PASS", "ping": "PASS", "memory": "PASS"}
+    for number, restore in enumerate(restores, 1):
+        assert not restore["marker_seen"], \
+            f"restore {number} sees a file written after the checkpoint: not its moment"
+        assert restore["copy_verdict_at_resume"] is None, \
+            f"restore {number}: the copy had already ended, as in the original"
+        assert copied_before <= restore["copied_bytes_at_resume"] < COPY_BYTES
+        assert restore["ping_seq_at_resume"] < final_seq
+        assert restore["verdicts"] == {"copy": "PASS", "ping": "PASS", "memory": "PASS"}, \
+            f"restore {number}"
+    assert sha256_sums(checkpoint) == sums, "a restore changed the checkpoint"
+    assert sha256_file(checkpoint.disk) == disk_sum, \
+        "the checkpoint's disk changed after the checkpoint (the VM ran on, or a restore wrote)"
