@@ -212,15 +212,15 @@ def test_suspend_waits_for_exit_and_checks_the_three_files(tmp_path, standin_vm,
     assert "Restoring kernel structs" in vm.process.console_text()
 
 
-def test_live_checkpoint_keeps_the_vm_running_and_copies_the_disk(tmp_path, standin_vm):
+def test_live_checkpoint_copies_the_disk_inside_bhyves_pause(tmp_path, standin_vm):
     standin_vm.boot(timeout=30)
     checkpoint = standin_vm.checkpoint(tmp_path / "live.ckp", timeout=30)
-    standin_vm.disk.write_bytes(b"disk after the checkpoint")
     assert standin_vm.process.alive
     assert checkpoint.files[2].exists()
     assert checkpoint.disk == tmp_path / "live.ckp.disk"
-    assert checkpoint.disk.read_bytes() == b"disk at boot"
-    assert checkpoint.disk_taken == "after-save", "bhyve gives no moment to copy it paused"
+    assert standin_vm.disk.read_bytes() == b"disk at boot and on", "the guest went on"
+    assert checkpoint.disk.read_bytes() == b"disk at boot", "copied after bhyve resumed"
+    assert checkpoint.disk_taken == "paused"
 
 
 def test_a_suspend_checkpoint_goes_with_the_vms_own_disk(tmp_path, standin_vm):

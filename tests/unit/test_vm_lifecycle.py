@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from fixtures.config import GuestImage, VMSpec
-from fixtures.disks import sparse_copy
 from fixtures.drivers.base import StateError, VirtualMachine, VMContext, VMState
 from fixtures.errors import HarnessError, RestoreError, SuspendError, VMLaunchFailure
 from fixtures.ledger import Ledger, read_ledger
@@ -76,7 +75,7 @@ class StandInVM(VirtualMachine):
             raise HarnessError("the save did not complete")
         path.write_bytes(b"guest memory")
         if disk_copy is not None:
-            sparse_copy(self.disk, disk_copy)
+            self._copy_disk(disk_copy, "paused")
         if not keep_running:
             os.kill(self.process.pid, signal.SIGTERM)
             self.process.wait_exit(timeout)

@@ -3,8 +3,9 @@
 What it imitates (shared/reference/bhyve-snapshot.md): the command line parses with
 upstream's option string; the console is on stdio; /dev/vmm/NAME exists while the VM does;
 the snapshot socket /var/run/bhyve/NAME appears once devices are up (after a restore has
-loaded); a checkpoint request writes FILE, FILE.kern and FILE.meta; a suspend then destroys
-the VM and exits 0; a restore takes vCPUs and memory from FILE.meta (not -c/-m) and exits 1
+loaded); a checkpoint request writes FILE (in chunks, as bhyve on a terminal does), FILE.kern
+and FILE.meta, and then, as the resumed guest would, writes to its disk; a suspend instead
+destroys the VM and exits 0; a restore takes vCPUs and memory from FILE.meta (not -c/-m) and exits 1
 with upstream's message when the memory file's size does not match it.
 The two directories come from STANDIN_VMM_DIR and STANDIN_RUN_DIR; STANDIN_META_VMNAME
 makes it write a FILE.meta that names another VM; STANDIN_CHECKPOINT_ERROR makes the save
@@ -18,12 +19,14 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from fixtures.bhyve.getopt import OPTSTRING_MAIN, parse_bhyve_argv
 
 VMM = Path(os.environ["STANDIN_VMM_DIR"])
 RUN = Path(os.environ["STANDIN_RUN_DIR"])
+MEMORY_CHUNKS = 16
 KERN_STRUCTS = ("vhpet", "vm", "vioapic", "vlapic", "vmcx", "vatpit", "vatpic", "vpmtmr",
                 "vrtc")
 
@@ -37,12 +40,19 @@ def devices(options: list[tuple[str, str]]) -> list[str]:
     return [value.split(",")[1] for flag, value in options if flag == "s"]
 
 
+def disk(options: list[tuple[str, str]]) -> str:
+    return next(value.split(",")[2] for flag, value in options
+                if flag == "s" and value.split(",")[1] == "ahci-hd")
+
+
 
 def write_checkpoint(path: Path, name: str, memsize: int, ncpus: int, devs: list[str]) -> None:
     """Memory, then blobs back to back in FILE.kern (kernel structs, then devices), then
     FILE.meta describing them, as vm_checkpoint does."""
     with path.open("wb") as f:
-        f.truncate(memsize)
+        for chunk in range(1, MEMORY_CHUNKS + 1):
+            f.truncate(memsize * chunk // MEMORY_CHUNKS)
+            time.sleep(0.01)
     blobs = [(d, 64) for d in KERN_STRUCTS] + [(d, 128) for d in [*devs, "atkbdc"]]
     offsets = [sum(size for _, size in blobs[:i]) for i in range(len(blobs))]
     path.with_name(path.name + ".kern").write_bytes(b"\0" * sum(s for _, s in blobs))
@@ -100,6 +110,8 @@ def main() -> int:
             (RUN / name).unlink()
             (VMM / name).unlink()
             return 0
+        with Path(disk(parsed.options)).open("ab") as data:  # the guest runs on
+            data.write(b" and on")
 
 
 if __name__ == "__main__":
