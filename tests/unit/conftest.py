@@ -2,6 +2,8 @@
 
 ``fake_guest`` is an in-process paramiko server standing in for the guest's sshd: it accepts
 the harness's key, answers ``echo TEXT`` and ``exit N``, and never answers ``hang``.
+``drop`` closes the whole connection under the command; ``drop-once`` does that the first
+time it is run (in any connection) and answers ``ok`` after. It counts connections.
 """
 
 import socket
@@ -47,17 +49,26 @@ class _Guest(paramiko.ServerInterface):
         return True
 
 
-def _serve(listener: socket.socket, key_file: str) -> None:
+class GuestStats:
+    """What the fake guest saw, across its connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.dropped_once = False
+
+
+def _serve(listener: socket.socket, key_file: str, stats: GuestStats) -> None:
     """Accept connections until the listener closes; one thread and server per connection."""
     while True:
         try:
             conn, _ = listener.accept()
         except OSError:
             return
-        threading.Thread(target=_session, args=(conn, key_file), daemon=True).start()
+        stats.connections += 1
+        threading.Thread(target=_session, args=(conn, key_file, stats), daemon=True).start()
 
 
-def _session(conn: socket.socket, key_file: str) -> None:
+def _session(conn: socket.socket, key_file: str, stats: GuestStats) -> None:
     key = paramiko.Ed25519Key.from_private_key_file(key_file)
     server = _Guest(key)
     transport = paramiko.Transport(conn)
@@ -75,13 +86,26 @@ def _session(conn: socket.socket, key_file: str) -> None:
         elif command.startswith(b"exit "):
             channel.send_exit_status(int(command[5:]))
             channel.close()
+        elif command == b"drop" or (command == b"drop-once" and not stats.dropped_once):
+            stats.dropped_once = True
+            transport.close()
+        elif command == b"drop-once":
+            channel.sendall(b"ok\n")
+            channel.send_exit_status(0)
+            channel.close()
         # "hang": never answer
 
 
 @pytest.fixture
-def fake_guest(client_key):
+def fake_guest_stats():
+    return GuestStats()
+
+
+@pytest.fixture
+def fake_guest(client_key, fake_guest_stats):
     listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=_serve, args=(listener, str(client_key)), daemon=True).start()
+    threading.Thread(target=_serve, args=(listener, str(client_key), fake_guest_stats),
+                     daemon=True).start()
     yield SSHEndpoint("127.0.0.1", listener.getsockname()[1], "root", client_key)
     listener.close()
 

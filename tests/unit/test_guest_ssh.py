@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fixtures.errors import GuestError, GuestTimeout
-from fixtures.guest import GuestShell, SSHEndpoint
+from fixtures.guest import SSH_RETRIES, GuestShell, SSHEndpoint
 
 
 def test_commands_return_output_and_exit_status(fake_guest):
@@ -59,3 +59,54 @@ def test_run_without_connection_is_an_error(client_key):
     shell = GuestShell(SSHEndpoint("127.0.0.1", 9, "root", client_key))
     with pytest.raises(GuestError, match="not connected"):
         shell.run("true")
+
+
+def _shell(endpoint: SSHEndpoint) -> GuestShell:
+    shell = GuestShell(endpoint, console_tail=lambda: "--- console ---\nlast words")
+    shell.connect(timeout=20)
+    return shell
+
+
+def test_an_idempotent_command_is_run_again_after_a_drop(fake_guest, fake_guest_stats):
+    shell = _shell(fake_guest)
+    assert shell.check_output("drop-once", timeout=10, idempotent=True) == "ok\n"
+    assert fake_guest_stats.connections == 2
+    shell.close()
+
+
+def test_a_command_that_may_have_run_is_not_run_twice(fake_guest, fake_guest_stats):
+    shell = _shell(fake_guest)
+    with pytest.raises(GuestError, match="not run again: it may have run already") as failure:
+        shell.run("drop-once", timeout=10)
+    assert "last words" in str(failure.value), "the console tail belongs in the error"
+    assert fake_guest_stats.connections == 1
+
+
+def test_a_dropped_connection_is_reconnected_before_the_next_command(fake_guest,
+                                                                     fake_guest_stats):
+    shell = _shell(fake_guest)
+    shell.close()  # as if the connection had dropped between two commands
+    assert shell.check_output("echo again", timeout=10) == "again\n"
+    assert fake_guest_stats.connections == 2
+
+
+def test_reconnects_are_bounded_and_the_give_up_names_the_console(fake_guest,
+                                                                  fake_guest_stats):
+    shell = _shell(fake_guest)
+    with pytest.raises(GuestError, match=f"gave up after {SSH_RETRIES} reconnects") as failure:
+        shell.run("drop", timeout=10, idempotent=True)
+    assert "last words" in str(failure.value)
+    assert fake_guest_stats.connections == 1 + SSH_RETRIES
+
+
+def test_a_reconnect_to_a_dead_vm_gives_up_at_once(fake_guest):
+    alive = [True]
+    shell = GuestShell(fake_guest, alive=lambda: alive[0],
+                       console_tail=lambda: "Kernel panic - not syncing")
+    shell.connect(timeout=20)
+    alive[0] = False
+    start = time.monotonic()
+    with pytest.raises(GuestError, match=r"reconnecting failed.*hypervisor ended") as failure:
+        shell.run("drop", timeout=10, idempotent=True)
+    assert time.monotonic() - start < 5
+    assert "Kernel panic" in str(failure.value)
