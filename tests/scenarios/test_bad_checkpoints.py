@@ -1,11 +1,11 @@
 """Bad checkpoints are refused: a clear RestoreError, a hypervisor that exits (never hangs),
 and the original checkpoint unchanged.
 
-Damaged copies (truncated memory, corrupted device state) and mismatched restores (other
-memory size, other NIC) of one good checkpoint. A mismatch the hypervisor would not notice
-is refused by the harness before the hypervisor starts (bhyve -r takes memory size and vCPUs
-from FILE.meta and ignores -m and -c); everything else must be refused by the hypervisor,
-which must then have ended.
+Damaged copies (truncated memory, corrupted or missing device state) and mismatched
+restores (other memory size, other NIC) of one good checkpoint. A mismatch the hypervisor
+would not notice is refused by the harness before the hypervisor starts (bhyve -r takes
+memory size and vCPUs from FILE.meta and ignores -m and -c); everything else must be
+refused by the hypervisor, which must then have ended.
 """
 
 import pytest
@@ -16,8 +16,8 @@ from fixtures.errors import RestoreError
 pytestmark = pytest.mark.scenario
 
 
-@pytest.mark.parametrize("case", ["truncated", "corrupted-state", "other-memory-size",
-                                  "other-nic"])
+@pytest.mark.parametrize("case", ["truncated", "corrupted-state", "missing-state",
+                                  "other-memory-size", "other-nic"])
 def test_a_bad_checkpoint_is_refused_and_left_unchanged(vm_booted, vm_factory, scenario, case):
     """Restoring the bad checkpoint fails clearly; the hypervisor exits; nothing changed."""
     vm, timeout = vm_booted, scenario.step_timeout_s

@@ -268,6 +268,16 @@ def test_restore_of_a_truncated_memory_file_is_a_clear_error(tmp_path, standin_v
     assert not standin_vm.process.alive
 
 
+def test_restore_without_the_kernel_state_file_is_a_clear_error(tmp_path, standin_vm):
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    checkpoint.files[1].unlink()
+    with pytest.raises(RestoreError, match="Failed to read checkpoint info") as failure:
+        standin_vm.restore(checkpoint, timeout=30)
+    assert "s.ckp" in str(failure.value)
+    assert not standin_vm.process.alive
+
+
 def test_bhyvectl_errors_are_explained(tmp_path, standin_vm, standin_host):
     standin_vm.boot(timeout=30)
     (standin_host.bhyve_run_dir / "standin").unlink()  # as if bhyve had no snapshot socket

@@ -75,6 +75,11 @@ def main() -> int:
     name = parsed.positional[0]
     memsize, ncpus = memory_bytes(options["m"]), int(options["c"])
     if "r" in options:
+        if not Path(options["r"] + ".kern").exists():  # load_restore_file() fails
+            print(f"Failed to open kernel data file: No such file or directory\n"
+                  f"Failed to read checkpoint info from file: '{options['r']}'.",
+                  file=sys.stderr, flush=True)
+            return 1
         meta = json.loads(Path(options["r"] + ".meta").read_text())["basic metadata"]
         memsize, ncpus = int(meta["memsize"]), int(meta["ncpus"])
         print("Pausing pci devs...\nRestoring vm mem...", flush=True)
