@@ -184,7 +184,7 @@ def test_restore_from_a_checkpoint_the_driver_refuses_starts_nothing(tmp_path, l
     vm.boot(timeout=30)
     checkpoint = vm.suspend(tmp_path / "s.ckp", timeout=30)
     vm.checkpoint_problems = lambda _checkpoint: ["memory is 1 bytes, expected 2"]
-    with pytest.raises(RestoreError, match="not a checkpoint of this VM's configuration: "
+    with pytest.raises(RestoreError, match="cannot be restored into stand-in: "
                                            "memory is 1 bytes"):
         vm.restore(checkpoint, timeout=30)
     assert vm.state is VMState.SUSPENDED
@@ -205,3 +205,16 @@ def test_a_hypervisor_killed_while_saving_is_reported_with_what_it_left(tmp_path
         vm.reconnect(timeout=5)
     vm.destroy()
     assert vm.state is VMState.DESTROYED
+
+
+def test_an_empty_checkpoint_file_is_refused_before_the_hypervisor_starts(tmp_path, ledger,
+                                                                          fake_guest):
+    vm = _vm(tmp_path, ledger, fake_guest)
+    vm.boot(timeout=30)
+    checkpoint = vm.suspend(tmp_path / "s.ckp", timeout=30)
+    suspended = vm.process
+    checkpoint.path.write_bytes(b"")
+    with pytest.raises(RestoreError, match=r"s\.ckp is missing or empty"):
+        vm.restore(checkpoint, timeout=30)
+    assert vm.process is suspended and vm.state is VMState.SUSPENDED
+    vm.destroy()
