@@ -37,7 +37,8 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     """The original and two restores of its live checkpoint all end PASS; the restores
     start where the checkpoint was taken."""
     vm, timeout, metrics = vm_booted, scenario.step_timeout_s, test_results.metrics
-    LifecycleChecks(vm).after("boot")
+    original_checks = LifecycleChecks(vm)
+    original_checks.after("boot")
     # One interruption for every VM: the checkpoint's pause for the original, the restore
     # for each restored VM (the announcement comes after the checkpoint, so it is not in it).
     run = start_workloads(vm, scenario, expected_restores=1, copy_bytes=COPY_BYTES)
@@ -49,12 +50,12 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     metrics["checkpoint_bytes"] = checkpoint.size_bytes
     metrics["disk_taken"] = checkpoint.disk_taken
     sums, disk_sum = sha256_sums(checkpoint), sha256_file(checkpoint.disk)
-    LifecycleChecks(vm).after("live checkpoint")
+    original_checks.after("live checkpoint")
     run.announce(vm.guest, "checkpoint")
     marker = f"{vm.spec.image.guest_dir}/{MARKER}"
     vm.guest.check_output(f"touch {marker} && sync", timeout=30)
     original = run.wait_verdicts(vm.guest, timeout)
-    LifecycleChecks(vm).after("original's workloads done")
+    original_checks.after("original's workloads done")
     final_seq = int(original["ping"].values["last_seq"])
     metrics["original"] = {n: s.verdict for n, s in original.items()}
     vm.destroy()
