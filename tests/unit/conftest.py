@@ -110,3 +110,12 @@ def fake_guest(client_key, fake_guest_stats):
     listener.close()
 
 
+
+
+@pytest.fixture(autouse=True)
+def private_state_root(tmp_path_factory, monkeypatch):
+    """Each unit test keeps ledgers and reservations in a state directory of its own,
+    never in the host's, where real runs keep theirs."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("BHYVE_SNAPTEST_STATE", str(state))
+    return state
