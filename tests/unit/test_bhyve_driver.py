@@ -27,7 +27,8 @@ from fixtures.drivers.base import Checkpoint, HostSettings, VMContext, VMState
 from fixtures.drivers.bhyve import BhyveDriver, BhyveVM
 from fixtures.errors import ConfigError, PrerequisiteMissing, RestoreError, SuspendError
 from fixtures.ledger import Ledger, read_ledger
-from fixtures.network import TapNetwork, pick_subnet
+from fixtures.network import TapNetwork
+from fixtures.reservations import SUBNET_POOL
 
 STANDINS = Path(__file__).parent / "standins"
 SEED_BOOT = ("bhyve -c 1 -m 256M -H -A -P -s 0:0,hostbridge -s 1:0,lpc "
@@ -186,7 +187,7 @@ def standin_vm(tmp_path, standin_host, fake_guest):
     vm = BhyveVM(VMSpec(name="standin", image=image),
                  VMContext(tmp_path, results, ledger, lambda line: None), standin_host,
                  BhyveFeatures(snapshot=True, checkpoint_dir_option=False),
-                 _NoNetwork(pick_subnet()))
+                 _NoNetwork(SUBNET_POOL[0]))
     vm.disk.write_bytes(b"disk at boot")
     vm.ssh_endpoint = lambda: fake_guest  # the stand-in has no sshd
     yield vm
@@ -238,7 +239,7 @@ def test_restore_into_another_memory_size_is_refused_before_bhyve_starts(
                      VMContext(tmp_path / "big", tmp_path / "results", ledger,
                                lambda line: None), standin_host,
                      BhyveFeatures(snapshot=True, checkpoint_dir_option=False),
-                     _NoNetwork(pick_subnet()))
+                     _NoNetwork(SUBNET_POOL[0]))
     with pytest.raises(RestoreError, match=r"cannot be restored into standin: "
                                            r"memory is 268435456 bytes, expected 536870912"):
         bigger.restore(checkpoint, timeout=30)

@@ -1,0 +1,85 @@
+"""bhyve networking on FreeBSD, with ifconfig and sysctl replaced by a recorder: each
+interface is in the ledger before it exists, and what it created goes at teardown."""
+
+import pytest
+
+from fixtures import network
+from fixtures.commands import CommandResult
+from fixtures.errors import HarnessError
+from fixtures.ledger import Ledger, read_ledger
+from fixtures.network import TapNetwork
+from fixtures.reservations import HostInterfaces, reserve_subnet
+
+
+class FakeFreeBSD:
+    """ifconfig and sysctl: records each command with what the ledger held at that moment."""
+
+    def __init__(self, ledger: Ledger, existing: set[str] = frozenset()) -> None:
+        self.ledger = ledger
+        self.interfaces = set(existing)
+        self.sysctl = "0"
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __call__(self, argv, *, timeout, check=True, record=None):
+        names = [e.get("name") for e in read_ledger(self.ledger.path)[1]]
+        self.calls.append((" ".join(argv), names))
+        status, out = 0, ""
+        if argv[:1] == ["sysctl"]:
+            if argv[1] == "-n":
+                out = self.sysctl + "\n"
+            else:
+                self.sysctl = argv[1].split("=")[1]
+        elif argv[-1] == "create":
+            if argv[1] in self.interfaces:
+                status, out = 1, f"ifconfig: interface {argv[1]} already exists"
+            self.interfaces.add(argv[1])
+        elif argv[-1] == "destroy":
+            self.interfaces.discard(argv[1])
+        return CommandResult(" ".join(argv), status, out, "", 0.0)
+
+
+@pytest.fixture
+def freebsd(tmp_path, monkeypatch):
+    ledger = Ledger.open_new(tmp_path)
+    fake = FakeFreeBSD(ledger)
+    monkeypatch.setattr(network, "run_host", fake)
+    yield fake
+    ledger.close()
+
+
+def test_each_interface_is_recorded_before_it_is_created(tmp_path, freebsd):
+    reservation = reserve_subnet(tmp_path, HostInterfaces(frozenset(), ()))
+    net = TapNetwork.reserved(reservation)
+    net.create(freebsd.ledger, print)
+
+    creates = {cmd: names for cmd, names in freebsd.calls if cmd.endswith("create")}
+    assert creates == {"ifconfig bridge10000 create": [network.TAP_SYSCTL, "bridge10000"],
+                       "ifconfig tap10000 create": [network.TAP_SYSCTL, "bridge10000",
+                                                    "tap10000"]}
+    assert freebsd.sysctl == "1"
+    assert freebsd.interfaces == {"bridge10000", "tap10000"}
+
+    net.remove(freebsd.ledger, print)
+    assert freebsd.interfaces == set()
+    assert freebsd.ledger.close() == ["restored net.link.tap.up_on_open=0"]
+    reservation.release()
+
+
+def test_a_killed_runs_interfaces_and_setting_are_removed_by_the_sweep(tmp_path, freebsd):
+    """What the ledger lists after a kill between record and use: all of it goes."""
+    reservation = reserve_subnet(tmp_path, HostInterfaces(frozenset(), ()))
+    TapNetwork.reserved(reservation).create(freebsd.ledger, print)
+    reservation.release()  # the run is gone: nobody holds the subnet
+    report = freebsd.ledger.close()
+    assert report == ["destroyed interface tap10000", "destroyed interface bridge10000",
+                      "restored net.link.tap.up_on_open=0"]
+    assert freebsd.interfaces == set()
+
+
+def test_an_existing_interface_of_that_name_is_refused_not_reused(tmp_path, freebsd):
+    reservation = reserve_subnet(tmp_path, HostInterfaces(frozenset(), ()))
+    freebsd.interfaces.add("bridge10000")  # appeared after the pick
+    net = TapNetwork.reserved(reservation)
+    with pytest.raises(HarnessError, match=r"ifconfig bridge10000 create.*already exists"):
+        net.create(freebsd.ledger, print)
+    reservation.release()
