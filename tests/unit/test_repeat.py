@@ -39,5 +39,5 @@ def test_repeat_runs_scenarios_n_times_and_writes_the_summary(pytester, monkeypa
     outcome.assert_outcomes(passed=3, failed=1)
     outcome.stdout.fnmatch_lines(["*test_scenario: 2 of 3 passed*",
                                   "*suspend_s: min 1.0 median 2.0 max 3.0*"])
-    summary = json.loads((results / "repeat-summary.json").read_text())
+    summary = json.loads((results / "latest" / "repeat-summary.json").read_text())
     assert summary["test_inner.py::test_scenario"]["passed"] == 2
