@@ -1,0 +1,26 @@
+"""The plugin's run-level behaviour, through an inner pytest (pytester): a vanished run
+directory is a clear failure, never a traceback from teardown."""
+
+pytest_plugins = ["pytester"]
+
+
+def test_a_vanished_run_directory_fails_the_run_with_a_clear_message(pytester, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("BHYVE_SNAPTEST_STATE", str(tmp_path / "state"))
+    pytester.makepyfile(test_inner="""
+        import shutil
+
+        def test_someone_removes_the_run_directory(run_ledger, tmp_path):
+            shutil.rmtree(run_ledger.run_dir)
+            run_ledger.record_path(tmp_path / "scratch")
+    """)
+    outcome = pytester.runpytest("-p", "fixtures.plugin", "--results-dir",
+                                 str(tmp_path / "results"), "-p", "no:cacheprovider")
+    outcome.assert_outcomes(failed=1)
+    assert outcome.ret == 1
+    text = outcome.stdout.str()
+    outcome.stdout.fnmatch_lines(["*RunDirectoryVanished: the run directory * vanished while "
+                                  "this run was using it (recording path)*"])
+    outcome.stdout.fnmatch_lines(["bhyve-snaptest: error: the run directory * vanished while "
+                                  "this run was using it (closing the run)*"])
+    assert "INTERNALERROR" not in text and "FileNotFoundError" not in text
