@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fixtures.evidence import KEPT_FILE, KEPT_LOCK
 from fixtures.ledger import CREATING_LOCK, LEDGER_FILE
 from fixtures.options import REPO_ROOT, ScenarioOptions, add_options
 
@@ -152,12 +153,15 @@ class HarnessWatch:
     def _files(self, owners: set[int], *, everything: bool) -> Iterator[str]:
         """Files under the state directory (a run's own: its run directory, named
         ``<date>-<pid>``), and recorded paths elsewhere that still exist. The one file that
-        stays by design, the runs' shared creation lock, is not a leftover."""
+        stays by design, the runs' shared bookkeeping (the creation lock, the list of kept
+        evidence), is not a leftover."""
         found: list[Path] = []
         runs = self.state_dir / "runs"
+        bookkeeping = {runs / CREATING_LOCK, self.state_dir / KEPT_FILE,
+                       self.state_dir / KEPT_LOCK}
         if everything and self.state_dir.is_dir():
             found += [p for p in self.state_dir.rglob("*")
-                      if (p != runs / CREATING_LOCK and p.is_file()) or p.is_symlink()]
+                      if (p not in bookkeeping and p.is_file()) or p.is_symlink()]
         elif runs.is_dir():
             found += [p for run in runs.iterdir() if _run_owner(run.name) in owners
                       for p in [run, *run.rglob("*")]]
