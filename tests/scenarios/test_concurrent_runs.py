@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from innerruns import (
     POLL_S,
@@ -60,10 +61,16 @@ def clean(lab: FaultLab, *args: str) -> str:
 @contextlib.contextmanager
 def frozen(*runs: InnerRun):
     """Stop the inner pytests (not their VMs) for a moment, so that their files stand
-    still while they are compared; they go on afterwards, whatever happens."""
+    still while they are compared; they go on afterwards, whatever happens. SIGSTOP takes
+    effect asynchronously: the look waits until the kernel shows every one stopped."""
     for run in runs:
         os.kill(run.pid, signal.SIGSTOP)
     try:
+        deadline = time.monotonic() + 10
+        while not all(psutil.Process(run.pid).status() == psutil.STATUS_STOPPED
+                      for run in runs):
+            assert time.monotonic() < deadline, "the inner runs did not stop"
+            time.sleep(0.01)
         yield
     finally:
         for run in runs:

@@ -24,7 +24,7 @@ from fixtures.bhyve.usage import BhyveFeatures
 from fixtures.cli import main
 from fixtures.config import GuestImage, VMSpec
 from fixtures.drivers.base import Checkpoint, HostSettings, VMContext, VMState
-from fixtures.drivers.bhyve import BhyveDriver, BhyveVM
+from fixtures.drivers.bhyve import BhyveDriver, BhyveVM, kernel_snapshot_problem
 from fixtures.errors import ConfigError, PrerequisiteMissing, RestoreError, SuspendError
 from fixtures.ledger import Ledger, read_ledger
 from fixtures.network import TapNetwork
@@ -80,7 +80,7 @@ def test_suspend_command_in_both_forms(tmp_path):
 
 
 @pytest.mark.parametrize("optstring", [OPTSTRING_MAIN, OPTSTRING_14])
-@pytest.mark.parametrize(("disk", "nic"), [("ahci-hd", "virtio-net"), ("nvme", "e1000"),
+@pytest.mark.parametrize(("disk", "nic"), [("ahci-hd", "virtio-net"), ("ahci-hd", "e1000"),
                                            ("virtio-blk", "virtio-net")])
 def test_every_command_line_parses_with_upstream_option_strings(tmp_path, optstring, disk,
                                                                  nic):
@@ -165,8 +165,19 @@ def _standin(tmp_path: Path, name: str) -> str:
     return str(wrapper)
 
 
+#: Upstream releases the stand-ins can behave as (tests/unit/standins/bhyve.py says how).
+PERSONALITIES = ("13", "14", "main", "d34547")
+
+
+@pytest.fixture(params=PERSONALITIES)
+def personality(request, monkeypatch):
+    """Each protocol test runs against every upstream personality of the stand-ins."""
+    monkeypatch.setenv("STANDIN_PERSONALITY", request.param)
+    return request.param
+
+
 @pytest.fixture
-def standin_host(tmp_path, monkeypatch):
+def standin_host(tmp_path, monkeypatch, personality):
     vmm, run = tmp_path / "vmm", tmp_path / "run"
     vmm.mkdir()
     run.mkdir()
@@ -325,3 +336,123 @@ def test_a_failed_suspend_is_reported_at_once_and_the_vm_runs_on(tmp_path, stand
     assert time.monotonic() - start < 10, "the failure is in bhyve's output: no need to wait"
     assert standin_vm.state is VMState.RUNNING
     assert standin_vm.process.alive
+
+
+# -- what a reading of upstream showed would break on a real host (issue: bhyve path) ------
+
+
+def test_a_suspend_exit_status_of_its_own_is_a_suspend(tmp_path, standin_vm, monkeypatch):
+    """Forks that define BHYVE_EXIT_SUSPEND (5) exit with it after a suspend; upstream's
+    vm_checkpoint() exits 0. Both are suspends once the three files check out."""
+    monkeypatch.setenv("STANDIN_SUSPEND_EXIT", "5")
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    assert standin_vm.state is VMState.SUSPENDED
+    assert standin_vm.process.exit_status.exitcode == 5
+    assert standin_vm.ended_as_suspended(standin_vm.process.exit_status)
+    standin_vm.restore(checkpoint, timeout=30)
+
+
+def test_exit_0_without_a_checkpoint_is_not_a_suspend(tmp_path, standin_vm, standin_host):
+    """Exit 0 is also a reboot: without complete files it is never taken for a suspend."""
+    standin_vm.boot(timeout=30)
+    original = standin_vm._check_files
+    standin_vm._check_files = lambda files: (files[0].unlink(), original(files))
+    with pytest.raises(SuspendError, match=r"s\.ckp is missing or empty"):
+        standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+
+
+def test_a_vm_left_behind_by_the_suspend_is_a_finding_and_is_destroyed(
+        tmp_path, standin_vm, standin_host, monkeypatch):
+    """vm_destroy() in capability mode may fail silently (libvmmapi ignores the result):
+    the suspend stands, the leftover VM is reported and destroyed."""
+    monkeypatch.setenv("STANDIN_DESTROY_FAILS", "1")
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    assert checkpoint.size_bytes > 0 and standin_vm.state is VMState.SUSPENDED
+    assert not (standin_host.vmm_dir / "standin").exists()
+    [finding] = standin_vm.findings
+    assert "remained after the suspend" in finding and "bhyvectl --destroy" in finding
+
+
+@pytest.mark.parametrize("personality", ["d34547"], indirect=True)
+def test_with_a_checkpoint_dir_the_checkpoint_is_where_bhyve_wrote_it(tmp_path, standin_vm,
+                                                                      standin_host):
+    """-t DIR: the files are in DIR, bhyvectl runs there with the bare name (a
+    capability-mode bhyve cannot openat() an absolute path), and the restore uses them."""
+    ckp_dir = tmp_path / "ckp"
+    standin_vm.settings = replace(standin_host, checkpoint_dir=ckp_dir)
+    standin_vm.boot(timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "elsewhere" / "s.ckp", timeout=30)
+    assert checkpoint.path == ckp_dir / "s.ckp"
+    assert all(f.parent == ckp_dir for f in checkpoint.files)
+    standin_vm.restore(checkpoint, timeout=30)
+    assert "Restoring kernel structs" in standin_vm.process.console_text()
+
+
+def test_an_earlier_failure_in_the_output_is_not_read_again(tmp_path, standin_vm,
+                                                            monkeypatch):
+    """The first save fails (its words stay in the output); the next one succeeds and
+    must not be judged by the old words."""
+    monkeypatch.setenv("STANDIN_CHECKPOINT_ERROR_ONCE", "No space left on device")
+    standin_vm.boot(timeout=30)
+    with pytest.raises(SuspendError, match="No space left on device"):
+        standin_vm.suspend(tmp_path / "first.ckp", timeout=30)
+    checkpoint = standin_vm.suspend(tmp_path / "second.ckp", timeout=30)
+    assert checkpoint.path == tmp_path / "second.ckp"
+
+
+def test_options_are_detected_by_running_bhyve(standin_host, personality):
+    """`bhyve -r x -h` and `bhyve -t DIR -h`: getopt stops at an unknown option with exit
+    1 before -h exits 0 (bhyverun.c main()). D34547 has -t but no usage line for it."""
+    features = BhyveDriver(standin_host).probe_features()
+    assert features.snapshot
+    assert features.checkpoint_dir_option == (personality == "d34547")
+
+
+@pytest.mark.parametrize(("conftxt", "problem"), [
+    ("options\tSCHED_ULE\noptions\tBHYVE_SNAPSHOT\n", None),
+    ("options\tSCHED_ULE\n", "kernel was built without options BHYVE_SNAPSHOT"),
+    ("", None),  # no INCLUDE_CONFIG_FILE: nothing to conclude, bhyve will say
+])
+def test_the_kernel_must_have_bhyve_snapshot(conftxt, problem):
+    """vmm's snapshot ioctls exist only under #ifdef BHYVE_SNAPSHOT (sys/dev/vmm/vmm_dev.c);
+    without them the first save fails with 'Failed to snapshot struct vhpet'."""
+    found = kernel_snapshot_problem(conftxt)
+    assert found is None if problem is None else problem in found
+
+
+def test_bhyvectl_must_offer_suspend(standin_host, monkeypatch):
+    BhyveDriver(standin_host).check_bhyvectl()
+    monkeypatch.setenv("STANDIN_NO_SNAPSHOT", "1")
+    with pytest.raises(PrerequisiteMissing, match=r"no --suspend.*WITH_BHYVE_SNAPSHOT"):
+        BhyveDriver(standin_host).check_bhyvectl()
+
+
+def test_nvme_is_refused_before_booting(tmp_path):
+    """pci_nvme.c has no pe_snapshot: a save would stop at it (ENOTSUP, 'Failed to
+    snapshot nvme@pci...; ret=45'). Said before anything boots."""
+    with pytest.raises(ConfigError, match=r"nvme.*no snapshot support.*pci_nvme\.c"):
+        _vm(tmp_path, disk_model="nvme")
+
+
+def test_a_restored_vm_gets_the_saved_vms_uefi_variables(tmp_path, standin_vm, standin_host):
+    """The bootrom and its variable store are not in the checkpoint (only guest memory);
+    bhyve -r maps them again from -l bootrom, so a VM restored elsewhere needs the saved
+    VM's own VARS copy, as it was."""
+    vars_template = tmp_path / "VARS.fd"
+    vars_template.write_bytes(b"template")
+    standin_vm.settings = replace(standin_host, firmware_vars=vars_template)
+    standin_vm.boot(timeout=30)
+    standin_vm.firmware_vars.write_bytes(b"written by the guest")
+    checkpoint = standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    other = BhyveVM(standin_vm.spec, VMContext(tmp_path / "other", tmp_path / "results",
+                                               standin_vm.ledger, lambda line: None),
+                    standin_vm.settings, standin_vm.features, _NoNetwork(SUBNET_POOL[0]))
+    (tmp_path / "other").mkdir()
+    other.disk.write_bytes(b"disk")
+    other.restore(checkpoint, timeout=30)
+    try:
+        assert other.firmware_vars.read_bytes() == b"written by the guest"
+    finally:
+        other.destroy()
