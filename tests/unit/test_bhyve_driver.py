@@ -119,6 +119,17 @@ def test_checkpoint_dir_is_passed_as_t_and_refused_without_it(tmp_path):
                                                            checkpoint_dir_option=False))
 
 
+def test_plan_with_a_checkpoint_dir_runs_bhyvectl_there_with_the_bare_name(capsys,
+                                                                          tmp_path):
+    assert main(["plan", "--hypervisor", "bhyve", "--image", str(tmp_path / "none"),
+                 "--checkpoint-dir", str(tmp_path / "ckp")]) == 0
+    boot, suspend, restore = capsys.readouterr().out.splitlines()
+    assert f" -t {tmp_path / 'ckp'} " in boot
+    assert suspend == (f"suspend: cd {tmp_path / 'ckp'} && bhyvectl --suspend=suspend.ckp "
+                       "--vm=freebsd_guest")
+    assert f" -r {tmp_path / 'ckp' / 'suspend.ckp'} " in restore
+
+
 def test_config_drive_goes_on_its_own_slot(tmp_path):
     spec = VMSpec(name="g", image=_image(tmp_path, config_drive=True))
     vm = BhyveDriver(HostSettings()).new_vm(

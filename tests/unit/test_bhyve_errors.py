@@ -245,3 +245,10 @@ def test_device_failure_with_other_errno():
     assert "snapshot buffer" in checkpoint_failure_in("Failed to snapshot lpc; ret=7\n")
     assert "EIO" in checkpoint_failure_in("Failed to snapshot lpc; ret=5\n")
     assert "errno 99" in checkpoint_failure_in("Failed to snapshot lpc; ret=99\n")
+
+
+def test_a_hostbridge_without_snapshot_support_is_named_with_the_fix():
+    explained = checkpoint_failure_in("Failed to snapshot hostbridge@pci.0.0.0; ret=45\n"
+                                      "Failed to snapshot device state.\n")
+    assert "hostbridge has no snapshot callback" in explained
+    assert "pci_de_snapshot" in explained

@@ -178,3 +178,11 @@ def test_commands_log_lines_carry_the_date(tmp_path):
     results.close()
     line = (tmp_path / "t" / "commands.log").read_text()
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d qemu", line), line
+
+
+def test_findings_name_their_vm(factory_for):
+    factory = factory_for("never")
+    vm = _vm(factory)
+    vm.findings.append("/dev/vmm/vm1 remained after the suspend")
+    assert factory.findings() == ["vm1: /dev/vmm/vm1 remained after the suspend"]
+    factory.destroy_all()
