@@ -23,7 +23,17 @@ while [ "$i" -lt "$count" ]; do
     echo "64 bytes from $target: seq=$i ttl=64 time=0.1 ms"
     i=$((i + 1)); sleep "$interval"
 done
+if [ -n "${FAKE_PING_TORN:-}" ]; then
+    # The moment ping.sh's own "echo $? > ping.rc" has created the file, not yet written it.
+    : > "$SNAPTEST_DIR/ping/ping.rc"; sleep 1
+fi
 exit "${FAKE_PING_EXIT:-0}"
+"""
+
+#: FreeBSD's wc(1) right-aligns its counts ("       3"; usr.bin/wc/wc.c show_cnt()).
+FREEBSD_WC = """#!/bin/sh
+/usr/bin/wc "$@" | awk '{ printf "%8s", $1; for (i = 2; i <= NF; i++) printf " %s", $i;
+                          printf "\\n" }'
 """
 
 
@@ -158,3 +168,22 @@ def test_start_command_detaches_with_or_without_setsid(tmp_path, guest_dir, path
     while not (guest_dir / "ping" / "verdict").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _verdict(guest_dir, "ping") == "PASS"
+
+
+def test_ping_reads_its_exit_status_only_once_written(guest_dir):
+    """ping.rc exists, empty, between its creation and its write: reading it then must not
+    fail the workload ("[ '' -eq 0 ]"); the status is written to a temporary name and
+    renamed, and read once it is a number."""
+    result = _run(guest_dir, "ping.sh", "10.0.2.2", "2", "0.1", "0",
+                  env={"FAKE_PING_TORN": "1"})
+    assert _verdict(guest_dir, "ping") == "PASS", (result.stderr,
+                                                  _verdict(guest_dir, "ping"))
+
+
+def test_counts_are_printed_without_freebsds_padding(guest_dir):
+    """FreeBSD's wc pads counts with spaces: messages print the bare number."""
+    (guest_dir / "bin" / "wc").write_text(FREEBSD_WC)
+    (guest_dir / "bin" / "wc").chmod(0o755)
+    _run(guest_dir, "ping.sh", "10.0.2.2", "2", "0.1", "1")
+    assert _verdict(guest_dir, "ping") == \
+        "FAIL: ping ended after 0 of 1 restores; make COUNT x INTERVAL longer"
