@@ -1,8 +1,11 @@
 """Guest clocks across a suspend/restore: the lag is measured, going backwards fails."""
 
+import os
+import subprocess
+
 import pytest
 
-from fixtures.scenario import GuestClock, clock_change
+from fixtures.scenario import GuestClock, clock_change, clock_command, parse_clock
 
 
 def test_a_guest_that_slept_through_the_suspend_lags_the_host():
@@ -23,3 +26,40 @@ def test_uptime_going_backwards_fails_and_missing_uptime_is_reported_as_none():
         clock_change(GuestClock(0.0, 500, 30.0), GuestClock(5.0, 501, 29.0))
     assert clock_change(GuestClock(0.0, 500, None),
                         GuestClock(5.0, 501, None))["guest_uptime_advance_s"] is None
+
+
+FREEBSD_SYSCTL = """#!/bin/sh
+# sbin/sysctl's S_timeval() output for kern.boottime
+[ "$1 $2" = "-n kern.boottime" ] || exit 1
+echo "{ sec = $(($(date +%s) - 120)), usec = 500000 } Wed Dec  4 08:13:20 2026"
+"""
+
+
+def _freebsd_like(tmp_path):
+    """A PATH with FreeBSD's sysctl; /proc/uptime is named by a path that does not exist."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "sysctl").write_text(FREEBSD_SYSCTL)
+    (shim / "sysctl").chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+
+
+def test_the_clock_is_read_on_a_guest_without_proc(tmp_path):
+    """Without /proc the old command exited 1 (cut on a missing file); the new one reads
+    FreeBSD's boot time."""
+    env, missing = _freebsd_like(tmp_path), str(tmp_path / "no-proc" / "uptime")
+    old = f"date +%s; cut -d ' ' -f 1 {missing} 2>/dev/null"
+    assert subprocess.run(["sh", "-c", old], env=env, check=False).returncode == 1
+    result = subprocess.run(["sh", "-c", clock_command(missing)], env=env,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    clock = parse_clock(result.stdout, 0.0)
+    assert 119 <= clock.guest_uptime <= 121
+
+
+def test_linux_uptime_and_a_missing_one():
+    assert parse_clock("1700000000\n123.45\n", 1.0) == GuestClock(1.0, 1700000000, 123.45)
+    assert parse_clock("1700000000\n", 1.0).guest_uptime is None
+    real = subprocess.run(["sh", "-c", clock_command()], capture_output=True, text=True,
+                          check=True).stdout
+    assert parse_clock(real, 0.0).guest_uptime > 0

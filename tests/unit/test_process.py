@@ -1,12 +1,15 @@
 """The hypervisor process protocol: console capture, pattern waits, group kill, ledger."""
 
+import re
+import subprocess
 import sys
 
 import psutil
 import pytest
 
+from fixtures.health import DMESG_ERROR_PATTERN
 from fixtures.ledger import Ledger, read_ledger
-from fixtures.process import HypervisorProcess
+from fixtures.process import KERNEL_ERROR_PATTERNS, HypervisorProcess
 
 
 @pytest.fixture
@@ -62,3 +65,28 @@ def test_exit_code_and_kernel_errors_are_reported(tmp_path, ledger):
     assert status is not None and status.exitcode == 3
     assert str(status) == "exit status 3"
     assert proc.kernel_errors() == ["[ 1.0] BUG: kernel NULL pointer dereference"]
+
+
+FREEBSD_TROUBLE = [
+    "panic: vm_fault_lookup: fault on nofault entry, addr: 0xfffffe00deadb000",
+    "Fatal trap 12: page fault while in kernel mode",
+    "ahcich0: Timeout on slot 7 port 0",
+    "(ada0:ahcich0:0:0:0): CAM status: Command timeout",
+    "vtnet0: watchdog timeout on queue 0",
+    "g_vfs_done():ada0p2[WRITE(offset=65536, length=4096)]error = 5",
+    "/: bad dir ino 2 at offset 0: mangled entry",
+]
+
+
+@pytest.mark.parametrize("line", FREEBSD_TROUBLE)
+def test_freebsd_kernel_trouble_is_recognised_on_the_console_and_in_dmesg(line):
+    """The same patterns serve the console (Python) and the guest's dmesg (grep -E)."""
+    assert re.search("|".join(KERNEL_ERROR_PATTERNS), line)
+    grep = subprocess.run(["grep", "-E", DMESG_ERROR_PATTERN], input=line + "\n", text=True,
+                          capture_output=True, check=False)
+    assert grep.returncode == 0, grep.stderr
+
+
+def test_an_ordinary_boot_is_not_trouble():
+    ordinary = "ahcich0: AHCI v1.30 with 6 6Gbps ports\nvtnet0: link state changed to UP\n"
+    assert not re.search("|".join(KERNEL_ERROR_PATTERNS), ordinary)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.errors import ConfigError
 from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadState, parse_states
 
 #: A stand-in for ping with busybox's output format; behaviour chosen by FAKE_PING_EXIT.
@@ -187,3 +188,11 @@ def test_counts_are_printed_without_freebsds_padding(guest_dir):
     _run(guest_dir, "ping.sh", "10.0.2.2", "2", "0.1", "1")
     assert _verdict(guest_dir, "ping") == \
         "FAIL: ping ended after 0 of 1 restores; make COUNT x INTERVAL longer"
+
+
+def test_a_sub_second_ping_is_refused_for_a_guest_whose_ping_is_not_root():
+    """FreeBSD's ping refuses -i below 1 s without root (sbin/ping/ping.c)."""
+    assert PingWorkload("10.0.2.2", 10, 0.5, expected_restores=1).interval_s == 0.5
+    PingWorkload("10.0.2.2", 10, 1, expected_restores=1, privileged=False)
+    with pytest.raises(ConfigError, match=r"--ping-interval 0\.5.*only root"):
+        PingWorkload("10.0.2.2", 10, 0.5, expected_restores=1, privileged=False)
