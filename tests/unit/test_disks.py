@@ -1,8 +1,15 @@
-"""sparse_copy: the copy equals the source and keeps its holes."""
+"""sparse_copy: the copy equals the source and keeps its holes; a guest's ext disk is read
+without mounting it."""
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
-from fixtures.disks import sparse_copy
+import pytest
+
+from fixtures.disks import ext_path_exists, sparse_copy
+from fixtures.errors import HarnessError
 
 MiB = 1024 * 1024
 
@@ -29,3 +36,19 @@ def test_a_sparse_copy_of_an_empty_image_is_all_hole(tmp_path):
         os.ftruncate(disk.fileno(), 16 * MiB)
     sparse_copy(source, target)
     assert target.stat().st_size == 16 * MiB and target.stat().st_blocks == 0
+
+
+@pytest.mark.skipif(shutil.which("mke2fs") is None and not Path("/sbin/mke2fs").exists(),
+                    reason="needs e2fsprogs to make an ext2 disk")
+def test_a_file_is_looked_up_in_an_ext_disk_without_mounting_it(tmp_path):
+    content = tmp_path / "content" / "snaptest"
+    content.mkdir(parents=True)
+    (content / "marker").write_text("x")
+    image = tmp_path / "disk.img"
+    mke2fs = shutil.which("mke2fs") or "/sbin/mke2fs"
+    subprocess.run([mke2fs, "-q", "-F", "-t", "ext2", "-d", str(content.parent), str(image),
+                    "8M"], check=True)
+    assert ext_path_exists(image, "/snaptest/marker")
+    assert not ext_path_exists(image, "/snaptest/other")
+    with pytest.raises(HarnessError, match="cannot look up"):
+        ext_path_exists(tmp_path / "not-a-disk.img", "/snaptest/marker")
