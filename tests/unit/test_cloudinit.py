@@ -126,6 +126,7 @@ def test_user_data_is_cloud_config_with_key_hostname_and_network(tmp_path):
     assert tiny_yaml(text) == {
         "hostname": "freebsd_guest",
         "ssh_authorized_keys": [KEY],
+        "ssh_pwauth": "false",  # a YAML boolean; this reader keeps plain scalars as text
         "network": {"version": 2, "ethernets": {"id0": {
             "match": {"name": "vtnet0"},
             "addresses": ["10.0.0.2/24"],
@@ -195,13 +196,21 @@ def test_bad_values_are_config_errors_and_write_nothing(tmp_path, bad):
     assert not any(tmp_path.iterdir())
 
 
-def test_runcmd_mounts_a_tmpfs_for_the_memory_workload(tmp_path):
-    commands = cloudinit.tmpfs_commands("/var/snaptest-mem", "freebsd", 128)
+def test_runcmd_stops_the_reboot_turns_swap_off_and_mounts_a_tmpfs(tmp_path):
+    commands = cloudinit.first_boot_commands("/var/snaptest-mem", "freebsd", 128)
     data = tiny_yaml(_read_files(_drive(tmp_path, runcmd=commands),
                                  rr_path=True)["user-data"])
-    assert data["runcmd"] == ["mkdir -p /var/snaptest-mem",
+    assert data["runcmd"] == ["rm -f /firstboot-reboot",
+                              "swapoff -a",
+                              "mkdir -p /var/snaptest-mem",
                               "mount -t tmpfs -o size=128m tmpfs /var/snaptest-mem",
                               "chown freebsd /var/snaptest-mem"]
     plain_dir = tmp_path / "plain"
     plain_dir.mkdir()
     assert "runcmd" not in _read_files(_drive(plain_dir), rr_path=True)["user-data"]
+
+
+def test_password_logins_are_turned_off(tmp_path):
+    """The image sets PasswordAuthentication yes and its user has a known password."""
+    text = _read_files(_drive(tmp_path), rr_path=True)["user-data"]
+    assert "\nssh_pwauth: false\n" in text  # a YAML boolean, unquoted

@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.health import DMESG_ERROR_PATTERN
 from fixtures.ledger import Ledger, read_ledger
-from fixtures.process import KERNEL_ERROR_PATTERNS, HypervisorProcess
+from fixtures.process import KERNEL_ERROR_PATTERNS, REBOOT_PATTERNS, HypervisorProcess
 
 
 @pytest.fixture
@@ -90,3 +90,9 @@ def test_freebsd_kernel_trouble_is_recognised_on_the_console_and_in_dmesg(line):
 def test_an_ordinary_boot_is_not_trouble():
     ordinary = "ahcich0: AHCI v1.30 with 6 6Gbps ports\nvtnet0: link state changed to UP\n"
     assert not re.search("|".join(KERNEL_ERROR_PATTERNS), ordinary)
+
+
+@pytest.mark.parametrize("line", ["Rebooting...", "[   12.5] reboot: Restarting system"])
+def test_a_guest_reboot_on_the_console_is_recognised(line):
+    assert re.search("|".join(REBOOT_PATTERNS), line)
+    assert not re.search("|".join(REBOOT_PATTERNS), "Booting from Hard Disk...")
