@@ -21,6 +21,7 @@ import pytest
 from fixtures.config import MiB
 from fixtures.drivers.base import VirtualMachine, VMState
 from fixtures.errors import SuspendError
+from fixtures.guest_files import fill_with_random
 from fixtures.hostfs import small_tmpfs
 from fixtures.scenario import LifecycleChecks, start_workloads
 
@@ -92,8 +93,8 @@ def test_a_hypervisor_killed_during_the_save_is_reported_with_its_partial_files(
     # Random data in guest RAM makes the save long enough to be caught in the middle
     # (zero pages cost QEMU almost nothing to save).
     ballast_mib = vm.spec.memory_mb * 3 // 8
-    vm.guest.check_output(f"dd if=/dev/urandom of={vm.spec.image.memory_dir}/ballast "
-                          f"bs=1048576 count={ballast_mib} 2>&1", timeout=timeout)
+    fill_with_random(vm.guest, f"{vm.spec.image.memory_dir}/ballast", ballast_mib,
+                     timeout=timeout)
     target = vm.workdir / "killed.ckp"
     memory_file = vm.checkpoint_files(target)[0]
     killer = KillDuringSave(vm, memory_file, KILL_AT_BYTES, timeout)

@@ -23,6 +23,7 @@ import pytest
 from fixtures.config import MiB
 from fixtures.damage import sha256_sums
 from fixtures.disks import ext_path_exists
+from fixtures.guest_files import seen_after_cache_drop, write_synced
 from fixtures.images.common import sha256_file
 from fixtures.scenario import LifecycleChecks, start_workloads
 
@@ -33,8 +34,6 @@ pytestmark = pytest.mark.scenario
 COPY_BYTES = 128 * MiB
 RESTORES = 2
 MARKER = "written-after-the-checkpoint"
-#: Where a Linux guest drops its page, dentry and inode caches (FreeBSD has no such knob).
-DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
 def marker_on_disk(vm, disk, marker: str) -> str:
@@ -68,7 +67,7 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     original_checks.after("live checkpoint")
     run.announce(vm.guest, "checkpoint")
     marker = f"{vm.spec.image.guest_dir}/{MARKER}"
-    vm.guest.check_output(f"touch {marker} && sync", timeout=30)
+    write_synced(vm.guest, marker)
     original = run.wait_verdicts(vm.guest, timeout)
     original_checks.after("original's workloads done")
     final_seq = int(original["ping"].values["last_seq"])
@@ -83,10 +82,7 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
         checks.after(f"restore {number}")
         restore_to_ssh_s = restored.reconnect(timeout)
         at_resume = run.states(restored.guest)
-        marker_seen = restored.guest.check_output(
-            f"sync; if [ -w {DROP_CACHES} ]; then echo 3 > {DROP_CACHES}; "
-            f"if [ -e {marker} ]; then echo present; else echo absent; fi; "
-            "else echo not-applicable; fi", timeout=60).strip()
+        marker_seen = seen_after_cache_drop(restored.guest, marker)
         run.announce(restored.guest, "restore")
         states = run.wait_verdicts(restored.guest, timeout)
         checks.after(f"restore {number}: workloads done")

@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from fixtures.scenario import GuestClock, clock_change, clock_command, parse_clock
+from tests.unit.freebsd_userland import STANDINS
 
 
 def test_a_guest_that_slept_through_the_suspend_lags_the_host():
@@ -28,18 +29,11 @@ def test_uptime_going_backwards_fails_and_missing_uptime_is_reported_as_none():
                         GuestClock(5.0, 501, None))["guest_uptime_advance_s"] is None
 
 
-FREEBSD_SYSCTL = """#!/bin/sh
-# sbin/sysctl's S_timeval() output for kern.boottime
-[ "$1 $2" = "-n kern.boottime" ] || exit 1
-echo "{ sec = $(($(date +%s) - 120)), usec = 500000 } Wed Dec  4 08:13:20 2026"
-"""
-
-
 def _freebsd_like(tmp_path):
     """A PATH with FreeBSD's sysctl; /proc/uptime is named by a path that does not exist."""
     shim = tmp_path / "bin"
     shim.mkdir()
-    (shim / "sysctl").write_text(FREEBSD_SYSCTL)
+    (shim / "sysctl").write_text(STANDINS["sysctl"])
     (shim / "sysctl").chmod(0o755)
     return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
 

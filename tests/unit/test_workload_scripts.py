@@ -15,6 +15,7 @@ import pytest
 
 from fixtures.errors import ConfigError
 from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadState, parse_states
+from tests.unit.freebsd_userland import STANDINS
 
 #: A stand-in for ping with busybox's output format; behaviour chosen by FAKE_PING_EXIT.
 FAKE_PING = """#!/bin/sh
@@ -30,13 +31,6 @@ if [ -n "${FAKE_PING_TORN:-}" ]; then
 fi
 exit "${FAKE_PING_EXIT:-0}"
 """
-
-#: FreeBSD's wc(1) right-aligns its counts ("       3"; usr.bin/wc/wc.c show_cnt()).
-FREEBSD_WC = """#!/bin/sh
-/usr/bin/wc "$@" | awk '{ printf "%8s", $1; for (i = 2; i <= NF; i++) printf " %s", $i;
-                          printf "\\n" }'
-"""
-
 
 @pytest.fixture
 def guest_dir(tmp_path):
@@ -183,7 +177,7 @@ def test_ping_reads_its_exit_status_only_once_written(guest_dir):
 
 def test_counts_are_printed_without_freebsds_padding(guest_dir):
     """FreeBSD's wc pads counts with spaces: messages print the bare number."""
-    (guest_dir / "bin" / "wc").write_text(FREEBSD_WC)
+    (guest_dir / "bin" / "wc").write_text(STANDINS["wc"])
     (guest_dir / "bin" / "wc").chmod(0o755)
     _run(guest_dir, "ping.sh", "10.0.2.2", "2", "0.1", "1")
     assert _verdict(guest_dir, "ping") == \
