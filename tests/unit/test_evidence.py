@@ -50,8 +50,8 @@ class IdleVM(VirtualMachine):
 class IdleDriver(HypervisorDriver):
     name = "idle"
 
-    def preflight(self):
-        pass
+    def host_checks(self):
+        return []
 
     def new_vm(self, spec, context):
         return IdleVM(spec, context)

@@ -1,0 +1,150 @@
+"""Host checks: the driver's preflight and ``bhyve-snaptest doctor`` read one list."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures.cli import main
+from fixtures.drivers.base import HostSettings
+from fixtures.drivers.bhyve import BhyveDriver
+from fixtures.errors import ConfigError, PrerequisiteMissing
+from fixtures.hostcheck import FAIL, NOT_CHECKED, OK, WARN, HostCheck, evaluate, require, table
+
+STANDINS = Path(__file__).parent / "standins"
+
+
+def _fails(message):
+    def probe():
+        raise PrerequisiteMissing(message)
+    return probe
+
+
+def test_a_failed_gate_leaves_the_rest_not_checked_never_passed():
+    results = list(evaluate([HostCheck("host", _fails("not FreeBSD"), "use FreeBSD", gate=True),
+                             HostCheck("vmm", lambda: "loaded", "kldload vmm")]))
+    assert [(r.name, r.status) for r in results] == [("host", FAIL), ("vmm", NOT_CHECKED)]
+    assert results[1].detail == "needs: host"
+
+
+def test_an_optional_check_only_warns_and_preflight_goes_on():
+    checks = [HostCheck("kvm", _fails("no /dev/kvm"), "slower", required=False),
+              HostCheck("qemu", lambda: "/usr/bin/qemu", "install it")]
+    assert [r.status for r in evaluate(checks)] == [WARN, OK]
+    require(checks)
+
+
+def test_preflight_raises_the_first_failure_with_its_fix_or_its_own_error():
+    with pytest.raises(PrerequisiteMissing, match="no firmware: pkg install edk2-bhyve"):
+        require([HostCheck("fw", _fails("no firmware"), "pkg install edk2-bhyve")])
+
+    def bad_option():
+        raise ConfigError("--checkpoint-dir needs bhyve -t")
+    with pytest.raises(ConfigError, match="needs bhyve -t"):
+        require([HostCheck("-t", bad_option, "apply D34547")])
+
+
+def test_the_table_shows_the_fix_under_each_failing_row():
+    text = table(evaluate([HostCheck("root", _fails("uid 1001"), "run as root"),
+                           HostCheck("vmm", lambda: "loaded", "kldload vmm")]))
+    lines = text.splitlines()
+    assert lines[2].split() == ["root", "FAIL", "uid", "1001"]
+    assert lines[3].strip() == "fix: run as root"
+    assert lines[4].split() == ["vmm", "ok", "loaded"]
+
+
+def test_doctor_on_this_linux_host_fails_the_bhyve_checks_with_their_fixes(capsys, tmp_path):
+    status = main(["doctor", "--image", str(tmp_path / "none")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FreeBSD host" in out and "fix: run on FreeBSD 14 or later" in out
+    assert "vmm.ko loaded             not checked  needs: FreeBSD host" in out
+    assert "guest image               FAIL" in out, "checked although the host is not FreeBSD"
+    assert "block a run: FreeBSD host, guest image" in out
+
+
+def test_doctor_for_qemu_passes_with_what_it_needs(capsys, tmp_path):
+    firmware = tmp_path / "code.fd"
+    firmware.write_bytes(b"")
+    status = main(["doctor", "--hypervisor", "qemu", "--qemu-binary", sys.executable,
+                   "--firmware-code", str(firmware), "--firmware-vars", str(firmware),
+                   "--image", str(tmp_path / "none")])
+    out = capsys.readouterr().out
+    assert status == 1, "the image is not built"
+    assert f"QEMU found               ok           {sys.executable}" in out
+    assert "UEFI firmware code       ok" in out
+    assert "block a run: guest image" in out
+
+
+@pytest.fixture
+def freebsd_host(tmp_path, monkeypatch):
+    """A FreeBSD host as far as the checks can tell: uname, uid 0, kldstat and sysctl."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kldstat").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sysctl").write_text('#!/bin/sh\nprintf "%s\\n" "$STANDIN_CONFTXT"\n')
+    for tool in ("kldstat", "sysctl"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr("platform.system", lambda: "FreeBSD")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("STANDIN_CONFTXT", "options\tBHYVE_SNAPSHOT\ndevice\tif_bridge\n"
+                                          "device\ttuntap\n")
+    firmware = tmp_path / "BHYVE_UEFI.fd"
+    firmware.write_bytes(b"")
+    return firmware
+
+
+def _bhyve_host(tmp_path, firmware, personality, monkeypatch, **settings):
+    monkeypatch.setenv("STANDIN_PERSONALITY", personality)
+    for variable, directory in (("STANDIN_VMM_DIR", "vmm"), ("STANDIN_RUN_DIR", "run")):
+        (tmp_path / directory).mkdir(exist_ok=True)
+        monkeypatch.setenv(variable, str(tmp_path / directory))
+    wrappers = {}
+    for name in ("bhyve", "bhyvectl"):
+        wrapper = tmp_path / name
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / name}.py "$@"\n')
+        wrapper.chmod(0o755)
+        wrappers[name] = str(wrapper)
+    return BhyveDriver(HostSettings(bhyve_binary=wrappers["bhyve"],
+                                    bhyvectl_binary=wrappers["bhyvectl"],
+                                    firmware_code=firmware, bhyve_run_dir=tmp_path / "run",
+                                    **settings))
+
+
+@pytest.mark.parametrize(("personality", "minus_t"), [("main", WARN), ("d34547", OK)])
+def test_bhyve_checks_on_a_freebsd_host_with_the_stand_ins(tmp_path, freebsd_host,
+                                                          monkeypatch, personality, minus_t):
+    """(Stand-ins of bhyve and bhyvectl, with upstream personalities; not FreeBSD.)"""
+    driver = _bhyve_host(tmp_path, freebsd_host, personality, monkeypatch)
+    results = {r.name: r.status for r in evaluate(driver.host_checks())}
+    assert results.pop("bhyve -t (review D34547)") == minus_t
+    assert set(results.values()) == {OK}, results
+    driver.preflight()
+
+
+def test_a_kernel_without_bhyve_snapshot_is_named_with_its_fix(tmp_path, freebsd_host,
+                                                               monkeypatch):
+    monkeypatch.setenv("STANDIN_CONFTXT", "options\tSCHED_ULE\n")
+    driver = _bhyve_host(tmp_path, freebsd_host, "main", monkeypatch)
+    results = {r.name: r for r in evaluate(driver.host_checks())}
+    assert results["kernel BHYVE_SNAPSHOT"].status == FAIL
+    assert results["bridge and tap"].status in (OK, FAIL)
+    with pytest.raises(PrerequisiteMissing, match="built without options BHYVE_SNAPSHOT"):
+        driver.preflight()
+
+
+def test_checkpoint_dir_without_minus_t_is_a_bad_option_not_a_missing_prerequisite(
+        tmp_path, freebsd_host, monkeypatch):
+    driver = _bhyve_host(tmp_path, freebsd_host, "main", monkeypatch,
+                         checkpoint_dir=tmp_path / "ckp")
+    with pytest.raises(ConfigError, match="--checkpoint-dir needs bhyve -t"):
+        driver.preflight()
+
+
+def test_plan_warns_about_binaries_that_do_not_exist(capsys, tmp_path):
+    assert main(["plan", "--hypervisor", "bhyve", "--bhyve", "/no/such/bhyve",
+                 "--bhyvectl", sys.executable, "--image", str(tmp_path / "none")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: /no/such/bhyve does not exist on this host" in err
+    assert sys.executable not in err
