@@ -182,8 +182,9 @@ def test_a_failed_seed_keeps_its_checkpoint_disk_and_workload_logs(
         lab: FaultLab, scenario: ScenarioOptions, test_results: TestResults) -> None:
     """The checkpoint is cut to half while the VM is suspended: the restore fails, and the
     failure message names the kept disk and checkpoint, which are in the results."""
+    # Suspended long enough to cut the checkpoint; the ping must outlast it (options.py).
     run = lab.start("damaged", SEED_SCENARIO, "--keep-scratch", "on-failure",
-                    "--suspended-for", "60")
+                    "--suspended-for", "60", "--ping-count", "100")
     run.wait_for_command(WORKLOADS_STARTED, scenario.boot_timeout_s + 600, lab.watch)
     run_dir = lab.state_dir / "runs" / run_dir_of(lab, run)
     deadline = time.monotonic() + scenario.step_timeout_s
