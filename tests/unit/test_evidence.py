@@ -53,6 +53,9 @@ class IdleDriver(HypervisorDriver):
     def host_checks(self):
         return []
 
+    def provenance(self):
+        return {}
+
     def new_vm(self, spec, context):
         return IdleVM(spec, context)
 

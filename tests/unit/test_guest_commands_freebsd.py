@@ -26,6 +26,7 @@ from fixtures.guest_files import (
 )
 from fixtures.health import guest_problems, kernel_problems
 from fixtures.images.firstboot_script import STATUS_FILE
+from fixtures.provenance import describe_guest
 from fixtures.scenario import GuestClock
 from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
 from fixtures.workloads.memory import MemoryWorkload
@@ -163,6 +164,11 @@ def test_a_sub_second_ping_fails_its_workload_as_freebsd_would(freebsd, tmp_path
     run.start(shell, ping)
     verdict = run.wait_verdicts(shell, 30)["ping"].verdict
     assert verdict.startswith("FAIL: ping exited with status 77"), verdict
+
+
+def test_the_guest_is_described_by_its_uname(freebsd):
+    shell, _ = freebsd
+    assert describe_guest(shell)["uname"].startswith("FreeBSD guest 14.3-RELEASE")
 
 
 def test_scenario_files_are_written_and_a_cache_drop_is_not_applicable(freebsd, tmp_path):
