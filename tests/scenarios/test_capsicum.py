@@ -1,48 +1,54 @@
-"""bhyve under Capsicum (review D34547): sandboxed before and after a suspend and restore.
+"""bhyve under Capsicum (review D34547): sandboxed while busy, across a live checkpoint,
+and across a suspend and restore.
 
 bhyve-only: capability mode is a FreeBSD kernel feature, and QEMU has no equivalent here.
-``--expect-capsicum`` says what the bhyve under test must do: ``yes`` (the patch's claim),
-``no`` (a build with Capsicum compiled out), or ``auto`` (report; a bhyve without capability
-mode is an expected failure, shown as such, never a pass).
+Each look at the sandbox runs every check of fixtures.capsicum (capability mode, the
+snapshot socket's rights exactly as upstream limits them, disk and guest-memory
+descriptors, the ``-t`` directory's descriptor, no checkpoint file left open, no casper
+channel), each a named verdict in metrics.json. ``--expect-capsicum`` says what the bhyve
+under test must do: ``yes`` (the patch's claim: findings fail too), ``no`` (a build with
+Capsicum compiled out), or ``auto`` (report; a bhyve without capability mode is an expected
+failure, shown as such, never a pass).
 """
 
 import pytest
 
-from fixtures.capsicum import CapsicumReport, inspect
 from fixtures.health import guest_problems
+from fixtures.scenario import start_workloads
 
 pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve")]
 
 
-def _check(report: CapsicumReport, expect: str) -> None:
-    if expect == "no":
-        assert not report.capability_mode, "bhyve is in capability mode; --expect-capsicum=no"
-        return
-    if not report.capability_mode:
-        if expect == "auto":
-            pytest.xfail(f"bhyve pid {report.pid} is not in capability mode (Capsicum "
-                         "compiled out, e.g. WITHOUT_CAPSICUM); --expect-capsicum=yes to fail")
-        pytest.fail(f"bhyve pid {report.pid} is not in capability mode")
-    assert report.socket_problems == (), "the snapshot socket's rights are wrong"
+def _look(vm, scenario, test_results, moment: str, closed=()) -> None:
+    """Record the sandbox at ``moment``; fail on what --expect-capsicum forbids."""
+    state, failures = vm.sandbox(scenario.expect_capsicum, closed=closed)
+    test_results.metrics[f"capsicum_{moment}"] = state
+    report = state["capsicum"]
+    if not isinstance(report, dict):
+        pytest.fail(f"{moment}: the sandbox could not be checked: {report}")
+    if scenario.expect_capsicum == "auto" and not report["capability_mode"]:
+        pytest.xfail(f"bhyve pid {report['pid']} is not in capability mode (Capsicum "
+                     "compiled out, e.g. WITHOUT_CAPSICUM); --expect-capsicum=yes to fail")
+    assert failures == [], f"{moment}: " + "; ".join(failures)
 
 
-def test_bhyve_stays_sandboxed_across_suspend_and_restore(vm_booted, scenario, test_results):
-    """bhyve runs in capability mode, suspends and restores in it, and is sandboxed again."""
-    vm = vm_booted
-    timeout, expect = scenario.step_timeout_s, scenario.expect_capsicum
+def test_bhyve_stays_sandboxed_while_busy_across_checkpoint_suspend_and_restore(
+        vm_booted, scenario, test_results):
+    """Sandboxed with the copy and ping running; no checkpoint file held after a live
+    checkpoint; suspended and restored in capability mode, and sandboxed again."""
+    vm, timeout = vm_booted, scenario.step_timeout_s
+    _look(vm, scenario, test_results, "after_start")
+    start_workloads(vm, scenario, expected_restores=1)
+    _look(vm, scenario, test_results, "busy")
 
-    before = inspect(vm.process.pid, vm.snapshot_socket, vm.record)
-    test_results.metrics["capsicum_before"] = before.as_metrics()
-    _check(before, expect)
+    live = vm.checkpoint(vm.workdir / "capsicum-live.ckp", timeout)
+    _look(vm, scenario, test_results, "after_checkpoint", closed=live.files)
 
     checkpoint = vm.suspend(vm.workdir / "capsicum.ckp", timeout)
     assert checkpoint.size_bytes > 0
-    if expect == "yes":  # vm_destroy() after caph_enter() (review D34547) must still work
+    if scenario.expect_capsicum == "yes":  # vm_destroy() after caph_enter() must still work
         assert vm.findings == [], "; ".join(vm.findings)
     vm.restore(checkpoint, timeout)
     vm.reconnect(timeout)
-
-    after = inspect(vm.process.pid, vm.snapshot_socket, vm.record)
-    test_results.metrics["capsicum_after"] = after.as_metrics()
-    _check(after, expect)
+    _look(vm, scenario, test_results, "after_restore", closed=checkpoint.files)
     assert guest_problems(vm) == [], "the guest is not healthy after the restore"

@@ -2,7 +2,9 @@
 
 Boot the guest; start a file copy and a ping in it; while both run, suspend the VM to a
 checkpoint (the hypervisor ends); stay suspended; restore; both workloads must finish with
-PASS and the guest must still work. The guest kernel is checked after every step.
+PASS and the guest must still work. The guest kernel is checked after every step. The
+hypervisor's sandbox is checked while the guest is busy and after the restore (bhyve:
+Capsicum, judged by --expect-capsicum; QEMU: recorded as not applicable).
 """
 
 import pytest
@@ -24,11 +26,14 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     checks = LifecycleChecks(vm)
     checks.after("boot")
     run = start_workloads(vm, scenario, expected_restores=1, phase=test_results.phase)
+    metrics["sandbox_busy"], sandbox_failures = vm.sandbox(scenario.expect_capsicum)
 
-    cycle, _ = suspend_restore_cycle(vm, run, 1, suspended_for_s=scenario.suspended_for_s,
+    cycle, checkpoint = suspend_restore_cycle(vm, run, 1, suspended_for_s=scenario.suspended_for_s,
                                      timeout=timeout, checks=checks)
     # One cycle: its number is not a measurement (the repeat summary would spread it).
     metrics.update({k: v for k, v in cycle.as_metrics().items() if k != "number"})
+    metrics["sandbox_restored"], restored_failures = vm.sandbox(scenario.expect_capsicum,
+                                                                closed=checkpoint.files)
     with test_results.phase("verdict_wait_s"):
         states = run.wait_verdicts(vm.guest, timeout)
     metrics["workloads_done_after_restore_s"] = round(
@@ -48,3 +53,5 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     assert states["ping"].passed, f"ping: {states['ping'].verdict}"
     assert states["memory"].passed, f"memory: {states['memory'].verdict}"
     assert problems == [], "the guest is not healthy after the restore"
+    assert sandbox_failures == [], "the sandbox while the guest was busy"
+    assert restored_failures == [], "the sandbox after the restore"
