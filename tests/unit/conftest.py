@@ -7,14 +7,19 @@ time it is run (in any connection) and answers ``ok`` after. It counts connectio
 """
 
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fixtures.drivers.base import HostSettings
 from fixtures.guest import SSHEndpoint
+
+STANDINS = Path(__file__).parent / "standins"
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +124,38 @@ def private_state_root(tmp_path_factory, monkeypatch):
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("BHYVE_SNAPTEST_STATE", str(state))
     return state
+
+
+@pytest.fixture
+def freebsd_host(tmp_path, monkeypatch):
+    """A FreeBSD host as far as the host checks can tell (uname, uid 0, kldstat, sysctl
+    kern.conftxt with BHYVE_SNAPSHOT, firmware): a function of a stand-in personality
+    returning HostSettings for the bhyve and bhyvectl stand-ins. Not FreeBSD."""
+    bin_dir = tmp_path / "freebsd-bin"
+    bin_dir.mkdir()
+    (bin_dir / "kldstat").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sysctl").write_text('#!/bin/sh\nprintf "%s\\n" "$STANDIN_CONFTXT"\n')
+    for tool in ("kldstat", "sysctl"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr("platform.system", lambda: "FreeBSD")
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("STANDIN_CONFTXT", "options\tBHYVE_SNAPSHOT\ndevice\tif_bridge\n"
+                                          "device\ttuntap\n")
+    firmware = tmp_path / "BHYVE_UEFI.fd"
+    firmware.write_bytes(b"")
+    for variable, directory in (("STANDIN_VMM_DIR", "vmm"), ("STANDIN_RUN_DIR", "run")):
+        (tmp_path / directory).mkdir()
+        monkeypatch.setenv(variable, str(tmp_path / directory))
+
+    def settings(personality: str, **more) -> HostSettings:
+        monkeypatch.setenv("STANDIN_PERSONALITY", personality)
+        wrappers = {}
+        for name in ("bhyve", "bhyvectl"):
+            wrapper = tmp_path / name
+            wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / name}.py "$@"\n')
+            wrapper.chmod(0o755)
+            wrappers[name] = str(wrapper)
+        return HostSettings(bhyve_binary=wrappers["bhyve"], bhyvectl_binary=wrappers["bhyvectl"],
+                            firmware_code=firmware, bhyve_run_dir=tmp_path / "run", **more)
+    return settings

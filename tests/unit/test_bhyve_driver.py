@@ -2,6 +2,7 @@
 strings, the seed's exact commands, and the process protocol against stand-in bhyve and
 bhyvectl executables (tests/unit/standins) that follow upstream's behaviour."""
 
+import os
 import shlex
 import sys
 import time
@@ -467,3 +468,49 @@ def test_a_restored_vm_gets_the_saved_vms_uefi_variables(tmp_path, standin_vm, s
         assert other.firmware_vars.read_bytes() == b"written by the guest"
     finally:
         other.destroy()
+
+
+# -- the sandbox, against the bhyve and procstat stand-ins (not FreeBSD) ---------------------
+
+
+@pytest.fixture
+def standin_procstat(tmp_path, monkeypatch):
+    """procstat on PATH: the stand-in of tests/unit/standins/procstat.py."""
+    bin_dir = tmp_path / "procstat-bin"
+    bin_dir.mkdir()
+    (bin_dir / "procstat").symlink_to(_standin(tmp_path, "procstat"))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize("personality", ["main"], indirect=True)
+@pytest.mark.parametrize("case", [
+    ("sandboxed", "yes", []),
+    ("off", "yes", ["capability mode"]),
+    ("off", "auto", []),
+    ("extra-socket-rights", "yes", ["snapshot socket limited"]),
+    ("extra-socket-rights", "auto", []),
+    ("leftover-restore-fd", "auto", ["checkpoint files closed"]),
+], ids=lambda case: f"{case[0]}-{case[1]}")
+def test_the_sandbox_is_judged_by_expect_capsicum(tmp_path, standin_vm, standin_procstat,
+                                                   monkeypatch, case):
+    """The three bhyves of the acceptance: no capability mode fails --expect-capsicum=yes
+    (verify's setting; auto leaves it to the Capsicum scenario's xfail), a snapshot socket
+    with extra rights fails yes, a checkpoint file left open after a restore fails."""
+    mode, expect, failing = case
+    monkeypatch.setenv("STANDIN_CAPSICUM", mode)
+    vm = standin_vm
+    vm.boot(timeout=30)
+    checkpoint = vm.suspend(tmp_path / "s.ckp", timeout=30)
+    vm.restore(checkpoint, timeout=30)
+    state, failures = vm.sandbox(expect, closed=checkpoint.files)
+    assert [f.split(":")[0] for f in failures] == failing, failures
+    checks = state["capsicum"]["checks"]
+    assert checks["capability mode"]["status"] == ("fail" if mode == "off" else "pass")
+
+
+@pytest.mark.parametrize("personality", ["main"], indirect=True)
+def test_the_sandbox_of_a_bhyve_that_is_not_running_is_unknown(standin_vm, standin_procstat):
+    state, failures = standin_vm.sandbox("yes")
+    assert state == {"capsicum": "unknown: bhyve is not running"}
+    assert failures == ["the sandbox could not be checked: bhyve is not running"]
+    assert standin_vm.sandbox("auto")[1] == []

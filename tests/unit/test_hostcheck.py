@@ -1,17 +1,13 @@
 """Host checks: the driver's preflight and ``bhyve-snaptest doctor`` read one list."""
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from fixtures.cli import main
-from fixtures.drivers.base import HostSettings
 from fixtures.drivers.bhyve import BhyveDriver
 from fixtures.errors import ConfigError, PrerequisiteMissing
 from fixtures.hostcheck import FAIL, NOT_CHECKED, OK, WARN, HostCheck, evaluate, require, table
-
-STANDINS = Path(__file__).parent / "standins"
 
 
 def _fails(message):
@@ -76,57 +72,20 @@ def test_doctor_for_qemu_passes_with_what_it_needs(capsys, tmp_path):
     assert "block a run: guest image" in out
 
 
-@pytest.fixture
-def freebsd_host(tmp_path, monkeypatch):
-    """A FreeBSD host as far as the checks can tell: uname, uid 0, kldstat and sysctl."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "kldstat").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "sysctl").write_text('#!/bin/sh\nprintf "%s\\n" "$STANDIN_CONFTXT"\n')
-    for tool in ("kldstat", "sysctl"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    monkeypatch.setattr("platform.system", lambda: "FreeBSD")
-    monkeypatch.setattr("os.geteuid", lambda: 0)
-    monkeypatch.setenv("STANDIN_CONFTXT", "options\tBHYVE_SNAPSHOT\ndevice\tif_bridge\n"
-                                          "device\ttuntap\n")
-    firmware = tmp_path / "BHYVE_UEFI.fd"
-    firmware.write_bytes(b"")
-    return firmware
-
-
-def _bhyve_host(tmp_path, firmware, personality, monkeypatch, **settings):
-    monkeypatch.setenv("STANDIN_PERSONALITY", personality)
-    for variable, directory in (("STANDIN_VMM_DIR", "vmm"), ("STANDIN_RUN_DIR", "run")):
-        (tmp_path / directory).mkdir(exist_ok=True)
-        monkeypatch.setenv(variable, str(tmp_path / directory))
-    wrappers = {}
-    for name in ("bhyve", "bhyvectl"):
-        wrapper = tmp_path / name
-        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / name}.py "$@"\n')
-        wrapper.chmod(0o755)
-        wrappers[name] = str(wrapper)
-    return BhyveDriver(HostSettings(bhyve_binary=wrappers["bhyve"],
-                                    bhyvectl_binary=wrappers["bhyvectl"],
-                                    firmware_code=firmware, bhyve_run_dir=tmp_path / "run",
-                                    **settings))
-
-
 @pytest.mark.parametrize(("personality", "minus_t"), [("main", WARN), ("d34547", OK)])
-def test_bhyve_checks_on_a_freebsd_host_with_the_stand_ins(tmp_path, freebsd_host,
-                                                          monkeypatch, personality, minus_t):
+def test_bhyve_checks_on_a_freebsd_host_with_the_stand_ins(freebsd_host, personality,
+                                                          minus_t):
     """(Stand-ins of bhyve and bhyvectl, with upstream personalities; not FreeBSD.)"""
-    driver = _bhyve_host(tmp_path, freebsd_host, personality, monkeypatch)
+    driver = BhyveDriver(freebsd_host(personality))
     results = {r.name: r.status for r in evaluate(driver.host_checks())}
     assert results.pop("bhyve -t (review D34547)") == minus_t
     assert set(results.values()) == {OK}, results
     driver.preflight()
 
 
-def test_a_kernel_without_bhyve_snapshot_is_named_with_its_fix(tmp_path, freebsd_host,
-                                                               monkeypatch):
+def test_a_kernel_without_bhyve_snapshot_is_named_with_its_fix(freebsd_host, monkeypatch):
     monkeypatch.setenv("STANDIN_CONFTXT", "options\tSCHED_ULE\n")
-    driver = _bhyve_host(tmp_path, freebsd_host, "main", monkeypatch)
+    driver = BhyveDriver(freebsd_host("main"))
     results = {r.name: r for r in evaluate(driver.host_checks())}
     assert results["kernel BHYVE_SNAPSHOT"].status == FAIL
     assert results["bridge and tap"].status in (OK, FAIL)
@@ -135,9 +94,8 @@ def test_a_kernel_without_bhyve_snapshot_is_named_with_its_fix(tmp_path, freebsd
 
 
 def test_checkpoint_dir_without_minus_t_is_a_bad_option_not_a_missing_prerequisite(
-        tmp_path, freebsd_host, monkeypatch):
-    driver = _bhyve_host(tmp_path, freebsd_host, "main", monkeypatch,
-                         checkpoint_dir=tmp_path / "ckp")
+        tmp_path, freebsd_host):
+    driver = BhyveDriver(freebsd_host("main", checkpoint_dir=tmp_path / "ckp"))
     with pytest.raises(ConfigError, match="--checkpoint-dir needs bhyve -t"):
         driver.preflight()
 
