@@ -22,7 +22,7 @@ pytestmark = pytest.mark.scenario
 def test_a_bad_checkpoint_is_refused_and_left_unchanged(vm_booted, vm_factory, scenario, case):
     """Restoring the bad checkpoint fails clearly; the hypervisor exits; nothing changed."""
     vm, timeout = vm_booted, scenario.step_timeout_s
-    good = vm.suspend(vm.workdir / "good.ckp", timeout)
+    good = vm.suspend(vm.save_target("good.ckp"), timeout)
     before = sha256_sums(good)
 
     changes: dict[str, object] = {}

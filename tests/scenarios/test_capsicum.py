@@ -41,10 +41,10 @@ def test_bhyve_stays_sandboxed_while_busy_across_checkpoint_suspend_and_restore(
     start_workloads(vm, scenario, expected_restores=1)
     _look(vm, scenario, test_results, "busy")
 
-    live = vm.checkpoint(vm.workdir / "capsicum-live.ckp", timeout)
+    live = vm.checkpoint(vm.save_target("capsicum-live.ckp"), timeout)
     _look(vm, scenario, test_results, "after_checkpoint", closed=live.files)
 
-    checkpoint = vm.suspend(vm.workdir / "capsicum.ckp", timeout)
+    checkpoint = vm.suspend(vm.save_target("capsicum.ckp"), timeout)
     assert checkpoint.size_bytes > 0
     if scenario.expect_capsicum == "yes":  # vm_destroy() after caph_enter() must still work
         assert vm.findings == [], "; ".join(vm.findings)

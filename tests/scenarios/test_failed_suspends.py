@@ -3,7 +3,10 @@
 The checkpoint is aimed at a directory that does not exist, at a read-only file system and
 at a file system too small for the guest's memory. Each time the harness must report a
 SuspendError, the hypervisor must still run the guest, and the workloads, which never saw
-a suspend, must end PASS.
+a suspend, must end PASS. With bhyve -t (--checkpoint-dir, review D34547) each of these
+targets is outside the -t directory, so they test what -t means: a sandboxed bhyve may
+create files only in the directory it holds, must refuse, and must run on. A -t directory
+missing at start is bhyve's own error, reported as such (bhyve only, with -t).
 
 A hypervisor killed in the middle of the save cannot lose nothing, but it must be reported
 as what it is: a SuspendError that says the hypervisor ended during the save and names the
@@ -14,13 +17,14 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fixtures.config import MiB
 from fixtures.drivers.base import VirtualMachine, VMState
-from fixtures.errors import SuspendError
+from fixtures.errors import HarnessError, SuspendError
 from fixtures.guest_files import fill_with_random
 from fixtures.hostfs import small_tmpfs
 from fixtures.scenario import LifecycleChecks, start_workloads
@@ -56,6 +60,19 @@ def test_a_failed_suspend_leaves_the_vm_running(vm_booted, scenario, run_ledger,
     states = run.wait_verdicts(vm.guest, timeout)
     assert {name: state.verdict for name, state in states.items()} == \
         {"copy": "PASS", "ping": "PASS", "memory": "PASS"}
+
+
+@pytest.mark.hypervisor("bhyve")
+@pytest.mark.checkpoint_dir
+def test_a_missing_checkpoint_directory_is_bhyves_error(vm_factory, vm_spec, scenario):
+    """The harness does not make the -t directory: bhyve's error says it is missing."""
+    vm = vm_factory.build(vm_spec)
+    missing = vm.workdir / "no-such-checkpoint-dir"
+    # bhyve-only, like -t itself: this VM's bhyve gets a -t directory that is not there.
+    vm.settings = replace(vm.settings, checkpoint_dir=missing)
+    with pytest.raises(HarnessError, match="does not exist"):
+        vm.boot(scenario.boot_timeout_s)
+    assert not missing.exists()
 
 
 #: The killer strikes once this much of the memory file is written: well inside the save.
@@ -95,7 +112,7 @@ def test_a_hypervisor_killed_during_the_save_is_reported_with_its_partial_files(
     ballast_mib = vm.spec.memory_mb * 3 // 8
     fill_with_random(vm.guest, f"{vm.spec.image.memory_dir}/ballast", ballast_mib,
                      timeout=timeout)
-    target = vm.workdir / "killed.ckp"
+    target = vm.save_target("killed.ckp")
     memory_file = vm.checkpoint_files(target)[0]
     killer = KillDuringSave(vm, memory_file, KILL_AT_BYTES, timeout)
     killer.start()

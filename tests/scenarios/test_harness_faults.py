@@ -39,7 +39,7 @@ pytestmark = pytest.mark.scenario
 LIFECYCLE_TEST = '''\
 def test_lifecycle_after_a_killed_run(vm_booted, scenario):
     vm, timeout = vm_booted, scenario.step_timeout_s
-    checkpoint = vm.suspend(vm.workdir / "suspend.ckp", timeout)
+    checkpoint = vm.suspend(vm.save_target("suspend.ckp"), timeout)
     vm.restore(checkpoint, timeout)
     vm.reconnect(timeout)
     assert vm.guest.check_output("echo alive", timeout=60).strip() == "alive"
@@ -65,7 +65,7 @@ def test_suspend_of_a_frozen_hypervisor(vm_booted, scenario):
     vm = vm_booted
     os.kill(vm.process.pid, signal.SIGSTOP)
     vm.record("{FROZEN}")
-    vm.suspend(vm.workdir / "suspend.ckp", scenario.step_timeout_s)
+    vm.suspend(vm.save_target("suspend.ckp"), scenario.step_timeout_s)
 '''
 
 

@@ -59,7 +59,7 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     copied_before = int(run.states(vm.guest)["copy"].values["copied_bytes"])
 
     start = time.monotonic()
-    checkpoint = vm.checkpoint(vm.workdir / "live.ckp", timeout)
+    checkpoint = vm.checkpoint(vm.save_target("live.ckp"), timeout)
     metrics["checkpoint_s"] = round(time.monotonic() - start, 3)
     metrics["checkpoint_bytes"] = checkpoint.size_bytes
     metrics["disk_taken"] = checkpoint.disk_taken

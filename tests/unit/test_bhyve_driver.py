@@ -26,7 +26,13 @@ from fixtures.cli import main
 from fixtures.config import GuestImage, VMSpec
 from fixtures.drivers.base import Checkpoint, HostSettings, VMContext, VMState
 from fixtures.drivers.bhyve import BhyveDriver, BhyveVM, kernel_snapshot_problem
-from fixtures.errors import ConfigError, PrerequisiteMissing, RestoreError, SuspendError
+from fixtures.errors import (
+    ConfigError,
+    HarnessError,
+    PrerequisiteMissing,
+    RestoreError,
+    SuspendError,
+)
 from fixtures.ledger import Ledger, read_ledger
 from fixtures.network import TapNetwork
 from fixtures.reservations import SUBNET_POOL
@@ -114,7 +120,12 @@ def test_checkpoint_dir_is_passed_as_t_and_refused_without_it(tmp_path):
     parse_bhyve_argv(argv[1:], OPTSTRING_D34547)
     with pytest.raises(GetoptError, match="-t"):
         parse_bhyve_argv(argv[1:], OPTSTRING_MAIN)
-    assert vm.checkpoint_path(Path("elsewhere/s.ckp")) == tmp_path / "ckp" / "s.ckp"
+    assert vm.save_target("s.ckp") == tmp_path / "ckp" / "s.ckp"
+    assert vm.save_request("suspend", tmp_path / "ckp" / "s.ckp") == (
+        ["bhyvectl", "--suspend=s.ckp", "--vm=freebsd_guest"], tmp_path / "ckp")
+    assert vm.save_request("suspend", tmp_path / "elsewhere" / "s.ckp") == (
+        ["bhyvectl", f"--suspend={tmp_path / 'elsewhere' / 's.ckp'}", "--vm=freebsd_guest"],
+        None), "aimed outside -t: sent as it is, for a sandboxed bhyve to refuse"
     with pytest.raises(ConfigError, match="needs bhyve -t"):
         BhyveDriver(settings).check_settings(BhyveFeatures(snapshot=True,
                                                            checkpoint_dir_option=False))
@@ -393,9 +404,10 @@ def test_with_a_checkpoint_dir_the_checkpoint_is_where_bhyve_wrote_it(tmp_path, 
     """-t DIR: the files are in DIR, bhyvectl runs there with the bare name (a
     capability-mode bhyve cannot openat() an absolute path), and the restore uses them."""
     ckp_dir = tmp_path / "ckp"
+    ckp_dir.mkdir()
     standin_vm.settings = replace(standin_host, checkpoint_dir=ckp_dir)
     standin_vm.boot(timeout=30)
-    checkpoint = standin_vm.suspend(tmp_path / "elsewhere" / "s.ckp", timeout=30)
+    checkpoint = standin_vm.suspend(standin_vm.save_target("s.ckp"), timeout=30)
     assert checkpoint.path == ckp_dir / "s.ckp"
     assert all(f.parent == ckp_dir for f in checkpoint.files)
     standin_vm.restore(checkpoint, timeout=30)
@@ -514,3 +526,29 @@ def test_the_sandbox_of_a_bhyve_that_is_not_running_is_unknown(standin_vm, stand
     assert state == {"capsicum": "unknown: bhyve is not running"}
     assert failures == ["the sandbox could not be checked: bhyve is not running"]
     assert standin_vm.sandbox("auto")[1] == []
+
+
+@pytest.mark.parametrize("personality", ["d34547"], indirect=True)
+def test_with_minus_t_a_save_aimed_outside_is_refused_and_bhyve_runs_on(tmp_path, standin_vm,
+                                                                          standin_host):
+    """(The D34547 stand-in, in capability mode: openat() of an absolute path fails.)"""
+    ckp_dir = tmp_path / "ckp"
+    ckp_dir.mkdir()
+    standin_vm.settings = replace(standin_host, checkpoint_dir=ckp_dir)
+    standin_vm.boot(timeout=30)
+    outside = tmp_path / "outside" / "s.ckp"
+    with pytest.raises(SuspendError, match="may create files only inside the -t directory"
+                       ) as failure:
+        standin_vm.suspend(outside, timeout=30)
+    assert str(outside) in str(failure.value)
+    assert standin_vm.state is VMState.RUNNING and standin_vm.process.alive
+
+
+@pytest.mark.parametrize("personality", ["d34547"], indirect=True)
+def test_a_missing_minus_t_directory_is_bhyves_error_reported_as_such(tmp_path, standin_vm,
+                                                                       standin_host):
+    standin_vm.settings = replace(standin_host, checkpoint_dir=tmp_path / "missing")
+    with pytest.raises(HarnessError, match=r"cannot open checkpoint directory .*missing.*"
+                                           r"the -t directory .*missing does not exist"):
+        standin_vm.boot(timeout=30)
+    assert not (tmp_path / "missing").exists(), "the harness did not make it"

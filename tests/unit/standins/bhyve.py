@@ -70,7 +70,6 @@ KERN_STRUCTS = ("vhpet", "vm", "vioapic", "vlapic", "vmcx", "vatpit", "vatpic", 
 TABLE_13 = ("atkbdc", "virtio-net", "virtio-blk", "virtio-rnd", "lpc", "fbuf", "xhci",
             "e1000", "ahci", "ahci-hd", "ahci-cd")
 assert set(TABLE_13) == SNAPSHOT_DEVICES_13
-ENOTCAPABLE = 93
 
 
 def usage(status: int) -> int:
@@ -161,7 +160,9 @@ def target(request: dict, checkpoint_dir: str | None) -> Path | str:
     name = request["filename"]
     if checkpoint_dir is not None:  # d34547 with -t, in capability mode
         if "/" in name:
-            return f"Failed to create checkpoint file: {os.strerror(ENOTCAPABLE)}"
+            # FreeBSD's strerror(ENOTCAPABLE) (lib/libc/gen/errlst.c); Linux's strerror of
+            # the same number is another error's.
+            return "Failed to create checkpoint file: Capabilities insufficient"
         return Path(checkpoint_dir) / name
     if "dir" in request:
         return Path(request["dir"]) / name
@@ -179,6 +180,13 @@ def main() -> int:
         return usage(1)
     options = dict(parsed.options)
     name = parsed.positional[0]
+    if "t" in options and not Path(options["t"]).is_dir():
+        # D34547 opens the -t directory before cap_enter() (the author: "I need a file
+        # descriptor for a parent directory"); its exact message is not known here, so
+        # this one is the stand-in's own.
+        print(f"bhyve: cannot open checkpoint directory {options['t']}: "
+              f"{os.strerror(2)}", file=sys.stderr, flush=True)
+        return 1
     memsize, ncpus = memory_bytes(options["m"]), int(options["c"])
     if "r" in options:
         restored = restore(options["r"])
