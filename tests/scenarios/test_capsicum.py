@@ -19,30 +19,40 @@ from fixtures.scenario import start_workloads
 pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve")]
 
 
-def _look(vm, scenario, test_results, moment: str, closed=()) -> None:
-    """Record the sandbox at ``moment``; fail on what --expect-capsicum forbids."""
-    state, failures = vm.sandbox(scenario.expect_capsicum, closed=closed)
-    test_results.metrics[f"capsicum_{moment}"] = state
+def _judge(state: dict, failures: list[str], expect: str, moment: str) -> None:
+    """Fail on what --expect-capsicum forbids; a bhyve without capability mode under
+    ``auto`` is an expected failure."""
     report = state["capsicum"]
     if not isinstance(report, dict):
         pytest.fail(f"{moment}: the sandbox could not be checked: {report}")
-    if scenario.expect_capsicum == "auto" and not report["capability_mode"]:
+    if expect == "auto" and not report["capability_mode"]:
         pytest.xfail(f"bhyve pid {report['pid']} is not in capability mode (Capsicum "
                      "compiled out, e.g. WITHOUT_CAPSICUM); --expect-capsicum=yes to fail")
     assert failures == [], f"{moment}: " + "; ".join(failures)
 
 
 def test_bhyve_stays_sandboxed_while_busy_across_checkpoint_suspend_and_restore(
-        vm_booted, scenario, test_results):
+        vm_booted, scenario, test_results, record_property):
     """Sandboxed with the copy and ping running; no checkpoint file held after a live
     checkpoint; suspended and restored in capability mode, and sandboxed again."""
     vm, timeout = vm_booted, scenario.step_timeout_s
-    _look(vm, scenario, test_results, "after_start")
+
+    def look(moment: str, closed=()) -> None:
+        """The sandbox at ``moment``: in metrics.json, each check as a JUnit property."""
+        state, failures = vm.sandbox(scenario.expect_capsicum, closed=closed)
+        test_results.metrics[f"capsicum_{moment}"] = state
+        if isinstance(state["capsicum"], dict):
+            for name, check in state["capsicum"]["checks"].items():
+                record_property(f"capsicum.{moment}.{name}",
+                                f"{check['status']}: {check['detail']}")
+        _judge(state, failures, scenario.expect_capsicum, moment)
+
+    look("after_start")
     start_workloads(vm, scenario, expected_restores=1)
-    _look(vm, scenario, test_results, "busy")
+    look("busy")
 
     live = vm.checkpoint(vm.save_target("capsicum-live.ckp"), timeout)
-    _look(vm, scenario, test_results, "after_checkpoint", closed=live.files)
+    look("after_checkpoint", closed=live.files)
 
     checkpoint = vm.suspend(vm.save_target("capsicum.ckp"), timeout)
     assert checkpoint.size_bytes > 0
@@ -50,5 +60,5 @@ def test_bhyve_stays_sandboxed_while_busy_across_checkpoint_suspend_and_restore(
         assert vm.findings == [], "; ".join(vm.findings)
     vm.restore(checkpoint, timeout)
     vm.reconnect(timeout)
-    _look(vm, scenario, test_results, "after_restore", closed=checkpoint.files)
+    look("after_restore", closed=checkpoint.files)
     assert guest_problems(vm) == [], "the guest is not healthy after the restore"
