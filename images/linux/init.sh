@@ -1,7 +1,8 @@
 #!/bin/sh
 # Boot script of the snaptest Linux guest; busybox init runs it from /etc/inittab:
 #
-#   init.sh boot      (::sysinit:)   mounts, kernel modules, data disk, network
+#   init.sh boot      (::sysinit:)   mounts, kernel modules, config drive, data partition,
+#                                    network
 #   init.sh ready     (::once:)      waits until dropbear listens, then says SNAPTEST-READY
 #   init.sh console   (ttyS0::respawn:) a root shell on the serial console, once boot is over
 #   init.sh shutdown  (::shutdown:)  flushes and unmounts /data before power-off
@@ -16,9 +17,11 @@ export PATH
 STATE=/run/snaptest
 MODULE_LIST=/etc/snaptest/modules
 DATA_DIR=/data
-# Defaults for QEMU user networking; a driver with another network passes snaptest.ip= etc.
-DEFAULT_IP=10.0.2.15/24
-DEFAULT_IF=eth0
+# The GPT name of the data partition (fixtures/images/bootdisk.py).
+DATA_PARTITION=snapdata
+# The NoCloud config drive: an ISO 9660 volume labelled cidata (fixtures/images/cloudinit.py).
+CIDATA_LABEL=cidata
+CIDATA_DIR=/run/cidata
 
 say() {
     echo "snaptest: $*" > /dev/console
@@ -28,16 +31,6 @@ fail() {
     echo "SNAPTEST-ERROR: $*" > /dev/console
     mkdir -p "$STATE"
     echo "$*" >> "$STATE/failed"
-}
-
-# The value of KEY=VALUE on the kernel command line; status 1 when KEY is absent.
-cmdline_value() {
-    for word in $(cat /proc/cmdline); do
-        case "$word" in
-            "$1="*) echo "${word#*=}"; return 0 ;;
-        esac
-    done
-    return 1
 }
 
 # Seconds since boot, whole; the clock for bounded waits (sleep counts drift under emulation).
@@ -76,12 +69,16 @@ load_modules() {
     done < "$MODULE_LIST"
 }
 
-# find_data_disk DEVICE...: the first DEVICE to appear within 30 s.
-find_data_disk() {
+# The partition whose GPT name is $1 (PARTNAME in its uevent), within 30 s: the boot disk
+# may be on AHCI, virtio or NVMe, so it is found by name, not by device.
+find_partition() {
     deadline=$(($(uptime_s) + 30))
     while :; do
-        for disk in "$@"; do
-            [ -b "$disk" ] && { echo "$disk"; return 0; }
+        for uevent in /sys/class/block/*/uevent; do
+            if grep -qx "PARTNAME=$1" "$uevent" 2>/dev/null; then
+                echo "/dev/$(sed -n 's/^DEVNAME=//p' "$uevent")"
+                return 0
+            fi
         done
         [ "$(uptime_s)" -ge "$deadline" ] && return 1
         sleep 0.1
@@ -94,58 +91,157 @@ has_ext_superblock() {
     [ "$magic" = "53ef" ]
 }
 
-# True if the first 64 KiB are zero: a fresh disk. A partition table or any other data is
-# never formatted over, whatever device name it has.
+# True if the first 64 KiB are zero: a fresh partition. Anything else is never formatted.
 is_blank() {
     [ -z "$(dd if="$1" bs=4096 count=16 2>/dev/null | od -An -tx1 | tr -d ' \n*0')" ]
 }
 
-# The data disk is snaptest.disk= if given, else the first of the usual names to appear: the
-# guest boots from a kernel and an initramfs, so normally the data disk is its only disk.
-# A fresh (all-zero) disk is formatted once; a disk that already holds a file system is never
-# formatted again, so data written before a reboot or a checkpoint survives.
+# The image's data partition is empty: it is formatted at the first boot, never again, so
+# data written before a checkpoint survives a restore.
 setup_data_disk() {
-    candidates=$(cmdline_value snaptest.disk) || candidates="/dev/sda /dev/vda /dev/nvme0n1"
-    # shellcheck disable=SC2086 # a list of device names, split on purpose
-    if ! disk=$(find_data_disk $candidates); then
-        fail "no data disk (none of $candidates appeared within 30 s)"
+    if ! disk=$(find_partition "$DATA_PARTITION"); then
+        fail "no data partition (no GPT partition named $DATA_PARTITION within 30 s)"
         return
     fi
     if ! has_ext_superblock "$disk"; then
         if ! is_blank "$disk"; then
-            fail "data disk $disk holds data but no ext2/3/4 file system; not formatting it"
+            fail "data partition $disk holds data but no ext2/3/4 file system; not formatting it"
             return
         fi
         # busybox mke2fs makes ext2 only; the ext4 driver mounts it.
-        if ! mke2fs -F -L snapdata "$disk" > /dev/null 2>&1; then
+        if ! mke2fs -F -L "$DATA_PARTITION" "$disk" > /dev/null 2>&1; then
             fail "mke2fs $disk failed"
             return
         fi
-        say "formatted data disk $disk"
+        say "formatted data partition $disk"
     fi
     mkdir -p "$DATA_DIR"
     mount -t ext4 -o noatime "$disk" "$DATA_DIR" || fail "cannot mount $disk on $DATA_DIR"
 }
 
+# --- the config drive, read as nuageinit reads it ------------------------------------------
+# The files are what fixtures/images/cloudinit.py writes: every value double-quoted, one per
+# line, so sed reads them; tests/unit/test_linux_init.py runs these functions on its files.
+
+# quoted_value FILE KEY: the "value" of the first `KEY: "value"` line (any indent).
+quoted_value() {
+    sed -n "s/^[[:space:]]*$2:[[:space:]]*\"\\([^\"]*\\)\"[[:space:]]*\$/\\1/p" "$1" | head -n 1
+}
+
+# list_values FILE KEY: the "items" of the block list under `KEY:`, one per line.
+list_values() {
+    awk -v key="$2:" '
+        $1 == key { inside = 1; next }
+        inside && $1 == "-" { v = $0; sub(/^[^"]*"/, "", v); sub(/"[^"]*$/, "", v); print v; next }
+        inside { inside = 0 }' "$1"
+}
+
+# read_config DIR: the settings in DIR (meta-data, user-data, network-config) as
+# NAME=VALUE lines; status 1, with the reason on stderr, when one is missing.
+read_config() {
+    for file in meta-data user-data network-config; do
+        [ -r "$1/$file" ] || { echo "config drive has no $file" >&2; return 1; }
+    done
+    head -n 1 "$1/user-data" | grep -qx '#cloud-config' ||
+        { echo "user-data is not #cloud-config" >&2; return 1; }
+    hostname=$(quoted_value "$1/meta-data" local-hostname)
+    key=$(list_values "$1/user-data" ssh_authorized_keys | head -n 1)
+    mac=$(quoted_value "$1/network-config" macaddress)
+    address=$(list_values "$1/network-config" addresses | head -n 1)
+    gateway=$(quoted_value "$1/network-config" gateway4)
+    for name in hostname key mac address gateway; do
+        eval "value=\$$name"
+        [ -n "$value" ] || { echo "config drive gives no $name" >&2; return 1; }
+        echo "$name=$value"
+    done
+}
+
+# The volume label of an ISO 9660 device: the primary volume descriptor is sector 16 (2 KiB
+# sectors), "CD001" at +1, the 32-byte volume identifier at +40, blank-padded.
+iso9660_label() {
+    [ "$(dd if="$1" bs=1 skip=32769 count=5 2>/dev/null)" = CD001 ] || return 1
+    dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' '
+}
+
+# The device holding the ISO 9660 volume labelled cidata, within 10 s.
+find_config_drive() {
+    deadline=$(($(uptime_s) + 10))
+    while :; do
+        for dev in /dev/sr[0-9]*; do
+            [ -b "$dev" ] || continue
+            if [ "$(iso9660_label "$dev")" = "$CIDATA_LABEL" ]; then
+                echo "$dev"
+                return 0
+            fi
+        done
+        [ "$(uptime_s)" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+
+# Mount the config drive and keep its settings in $STATE/config (NAME=VALUE lines).
+load_config() {
+    if ! drive=$(find_config_drive); then
+        fail "no config drive: no ISO 9660 volume labelled $CIDATA_LABEL within 10 s"
+        return 1
+    fi
+    mkdir -p "$CIDATA_DIR"
+    mount -t iso9660 -o ro "$drive" "$CIDATA_DIR" || { fail "cannot mount $drive"; return 1; }
+    if ! read_config "$CIDATA_DIR" > "$STATE/config" 2> "$STATE/config.err"; then
+        fail "bad config drive $drive: $(cat "$STATE/config.err")"
+        umount "$CIDATA_DIR"
+        return 1
+    fi
+    umount "$CIDATA_DIR"
+}
+
+# config_value NAME: one setting read from the config drive.
+config_value() {
+    sed -n "s/^$1=//p" "$STATE/config"
+}
+
+apply_config() {
+    hostname "$(config_value hostname)"
+    mkdir -p /root/.ssh
+    config_value key > /root/.ssh/authorized_keys
+    chmod 600 /root/.ssh/authorized_keys
+}
+
+# The interface with the config drive's MAC address, within 10 s.
+find_interface() {
+    deadline=$(($(uptime_s) + 10))
+    while :; do
+        for dir in /sys/class/net/*; do
+            if [ "$(cat "$dir/address" 2>/dev/null)" = "$1" ]; then
+                echo "${dir##*/}"
+                return 0
+            fi
+        done
+        [ "$(uptime_s)" -ge "$deadline" ] && return 1
+        sleep 0.1
+    done
+}
+
 setup_network() {
     ip link set lo up || fail "cannot bring up lo"
-    address=$(cmdline_value snaptest.ip) || address=$DEFAULT_IP
-    ifname=$(cmdline_value snaptest.if) || ifname=$DEFAULT_IF
-    if ! wait_for 10 -e "/sys/class/net/$ifname"; then
-        fail "no network interface $ifname within 10 s"
+    mac=$(config_value mac)
+    address=$(config_value address)
+    if ! ifname=$(find_interface "$mac"); then
+        fail "no network interface with MAC $mac within 10 s"
         return
     fi
     ip addr add "$address" dev "$ifname" || { fail "cannot set $address on $ifname"; return; }
     ip link set "$ifname" up || { fail "cannot bring up $ifname"; return; }
-    if gateway=$(cmdline_value snaptest.gw); then
-        ip route add default via "$gateway" || fail "cannot add default route via $gateway"
-    fi
+    gateway=$(config_value gateway)
+    ip route add default via "$gateway" || fail "cannot add default route via $gateway"
 }
 
 boot_step() {
     mount_filesystems
     hostname snaptest
     load_modules
+    load_config || return
+    apply_config
     setup_data_disk
     setup_network
 }
@@ -169,7 +265,7 @@ announce_ready() {
         fi
         sleep 0.1
     done
-    address=$(cmdline_value snaptest.ip) || address=$DEFAULT_IP
+    address=$(config_value address)
     echo "SNAPTEST-READY ip=${address%/*}" > /dev/console
 }
 
@@ -190,6 +286,9 @@ shutdown_step() {
     umount "$DATA_DIR" 2>/dev/null || mount -o remount,ro "$DATA_DIR" 2>/dev/null
     sync
 }
+
+# Sourced by the unit tests for its functions (SNAPTEST_INIT_FUNCTIONS=1): nothing runs.
+[ -z "${SNAPTEST_INIT_FUNCTIONS:-}" ] || return 0
 
 case "${1:-}" in
     boot) boot_step ;;

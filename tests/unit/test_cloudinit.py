@@ -17,7 +17,7 @@ from fixtures.errors import ConfigError
 from fixtures.images import cloudinit
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK+MH4E8KO32N5CXRvXVqvyZVl0+6ue4DobdhU0FqFd+ a@b"
-NAMES = {"meta-data", "user-data"}
+NAMES = {"meta-data", "user-data", "network-config"}
 #: Where the primary volume descriptor starts, and its volume identifier field in it.
 PVD_OFFSET, VOLUME_ID_FIELD = 0x8000, slice(0x8028, 0x8048)
 
@@ -88,7 +88,27 @@ def test_user_data_is_an_executable_script_and_meta_data_names_the_host(tmp_path
                  for name in NAMES}
     finally:
         iso.close()
-    assert modes == {"user-data": 0o100755, "meta-data": 0o100444}
+    assert modes == {"user-data": 0o100755, "meta-data": 0o100444,
+                     "network-config": 0o100444}
+
+
+def test_network_config_matches_the_nic_by_mac_else_by_name(tmp_path):
+    by_name = yaml.safe_load(_read_files(_drive(tmp_path), rr_path=True)["network-config"])
+    assert by_name == {"version": 2, "ethernets": {"id0": {
+        "match": {"name": "vtnet0"}, "addresses": ["10.0.0.2/24"], "gateway4": "10.0.0.1"}}}
+    other = tmp_path / "mac"
+    other.mkdir()
+    files = _read_files(_drive(other, mac_address="58:9C:FC:00:00:2A"), rr_path=True)
+    match = yaml.safe_load(files["network-config"])["ethernets"]["id0"]["match"]
+    assert match == {"macaddress": "58:9c:fc:00:00:2a"}
+
+
+def test_the_linux_guest_gets_cloud_config_with_its_root_key(tmp_path):
+    files = _read_files(_drive(tmp_path, user="root", guest="linux",
+                               mac_address="58:9c:fc:00:00:2a"), rr_path=True)
+    assert files["user-data"].splitlines()[0] == "#cloud-config"
+    assert yaml.safe_load(files["user-data"]) == {
+        "hostname": "freebsd_guest", "ssh_authorized_keys": [KEY]}
 
 
 def test_the_script_gets_the_memory_directory_and_size(tmp_path):
@@ -132,6 +152,8 @@ def test_freebsd_interface_rejects_an_unknown_model():
     {"memory_dir": "/var/m m"},
     {"memory_dir": "/var/../etc"},
     {"memory_mib": 0},
+    {"guest": "windows"},
+    {"guest": "linux"},
 ])
 def test_bad_values_are_config_errors_and_write_nothing(tmp_path, bad):
     with pytest.raises(ConfigError):

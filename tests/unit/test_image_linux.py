@@ -56,7 +56,8 @@ def test_real_recipe_loads_with_the_documented_defaults():
     words = recipe.cmdline.split()
     assert "console=ttyS0,115200" in words
     assert "panic=0" in words and "oops=panic" in words
-    assert "snaptest.ip=10.0.2.15/24" in words and "snaptest.gw=10.0.2.2" in words
+    assert not any(w.startswith("snaptest.") for w in words), "the config drive says those"
+    assert {"sr_mod", "isofs"} <= set(recipe.modules), "to read the config drive"
     assert {"busybox-static", "dropbear-bin", "libc6"} <= set(recipe.packages)
     assert set(recipe.sources) == {"images/linux/recipe.toml", "images/linux/init.sh",
                                    "images/linux/inittab", "fixtures/images/linux.py"}
@@ -332,7 +333,7 @@ def _build_rootfs(tmp_path, monkeypatch):
                                  programs=(("usr/sbin/dropbear", "usr/sbin/dropbear"),))
     rootfs = tmp_path / "rootfs"
     linux.install_userland(recipe, userland, rootfs)
-    files = linux.config_files(recipe, ["ahci", "ext4"], "ssh-ed25519 AAAAtest key")
+    files = linux.config_files(recipe, ["ahci", "ext4"])
     linux.install_config(rootfs, files)
     return rootfs
 
@@ -345,7 +346,7 @@ def test_initramfs_holds_what_the_guest_needs(tmp_path, monkeypatch):
 
     for path in ["init", "bin/busybox", "bin/sh", "sbin/init", "sbin/modprobe", "etc/inittab",
                  "etc/snaptest/init.sh", "etc/snaptest/modules", "etc/passwd", "etc/group",
-                 "etc/shells", "root/.ssh/authorized_keys", "usr/sbin/dropbear",
+                 "etc/shells", "root/.ssh", "usr/sbin/dropbear",
                  "lib/x86_64-linux-gnu/libc.so.6", "lib/x86_64-linux-gnu/libtomcrypt.so.1",
                  "lib64/ld-linux-x86-64.so.2", "dev/console", "dev/null", "proc", "sys",
                  "tmp", "run", "data", "etc/dropbear"]:
@@ -361,8 +362,7 @@ def test_initramfs_holds_what_the_guest_needs(tmp_path, monkeypatch):
     assert stat.S_ISCHR(mode("dev/console")) and entries["dev/console"][4] == (5, 1)
     # dropbear refuses keys in group- or world-accessible places, and shells not in /etc/shells.
     assert stat.S_IMODE(mode("root")) == 0o700 and stat.S_IMODE(mode("root/.ssh")) == 0o700
-    assert stat.S_IMODE(mode("root/.ssh/authorized_keys")) == 0o600
-    assert entries["root/.ssh/authorized_keys"][3] == b"ssh-ed25519 AAAAtest key\n"
+    assert "root/.ssh/authorized_keys" not in entries, "the key comes from the config drive"
     assert b"/bin/sh\n" in entries["etc/shells"][3]
     assert entries["etc/passwd"][3].startswith(b"root:x:0:0:root:/root:/bin/sh")
     assert stat.S_IMODE(mode("tmp")) == 0o1777
@@ -371,8 +371,7 @@ def test_initramfs_holds_what_the_guest_needs(tmp_path, monkeypatch):
     assert entries["etc/inittab"][3] == (linux.RECIPE_DIR / "inittab").read_bytes()
     # parents come before children: the kernel's unpacker does not create directories
     names = list(entries)
-    assert names.index("root") < names.index("root/.ssh") < names.index(
-        "root/.ssh/authorized_keys")
+    assert names.index("root") < names.index("root/.ssh")
 
 
 def test_initramfs_is_reproducible(tmp_path, monkeypatch):
@@ -408,6 +407,8 @@ def test_manifest_format():
     assert data["kernel_cmdline"] == recipe.cmdline
     assert data["ssh_user"] == "root" and data["ssh_key"] == "id_ed25519"
     assert data["ready_pattern"] == "SNAPTEST-READY"
+    assert (data["disk"], data["memory_dir"], data["data_disk_mount"]) == \
+        ("disk.img", "/tmp", "/data")
 
 
 def _complete_image(directory):

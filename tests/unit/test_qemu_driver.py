@@ -16,8 +16,7 @@ from fixtures.ledger import Ledger
 
 def _image(tmp_path: Path) -> GuestImage:
     return GuestImage(name="linux", directory=tmp_path, ssh_key=tmp_path / "id_ed25519",
-                      kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img",
-                      kernel_cmdline="console=ttyS0 snaptest.ip=10.0.2.15/24")
+                      disk=tmp_path / "disk.img", config_drive=True)
 
 
 def _vm(tmp_path, **spec_args):
@@ -39,18 +38,23 @@ def test_boot_command_mirrors_the_seed_configuration(tmp_path):
     assert _option(argv, "-accel") == ["tcg"]
     devices = _option(argv, "-device")
     assert "ich9-ahci,id=ahci0" in devices
-    assert "ide-hd,drive=disk0,bus=ahci0.0" in devices
+    assert "ide-hd,drive=disk0,bus=ahci0.0,bootindex=0" in devices, "the firmware boots it"
+    assert "ide-cd,drive=cidata,bus=ide.1" in devices, "the config drive, an AHCI CD"
     assert f"virtio-net-pci,netdev=net0,mac={vm.mac_address}" in devices
     drives = _option(argv, "-drive")
     assert any("if=pflash" in d and "readonly=on" in d for d in drives)
     assert any(f"file={tmp_path / 'OVMF_VARS.fd'}" in d for d in drives), \
         "each VM needs its own copy of the UEFI variable store"
-    assert _option(argv, "-append") == ["console=ttyS0 snaptest.ip=10.0.2.15/24"]
+    assert "-kernel" not in argv and "-append" not in argv, "UEFI boots the disk"
+    assert f"hostfwd=tcp:127.0.0.1:{vm.ssh_port}-10.0.2.15:22" in _option(argv, "-netdev")[0]
+    vm.guest_address = "10.0.2.20"
+    assert vm.guest_cidr == "10.0.2.20/24"
+    assert "-10.0.2.20:22" in _option(vm.boot_argv(), "-netdev")[0]
 
 
 @pytest.mark.parametrize(("disk", "nic", "device"), [
-    ("virtio-blk", "virtio-net", "virtio-blk-pci,drive=disk0"),
-    ("nvme", "e1000", "nvme,drive=disk0,serial=snaptest0"),
+    ("virtio-blk", "virtio-net", "virtio-blk-pci,drive=disk0,bootindex=0"),
+    ("nvme", "e1000", "nvme,drive=disk0,serial=snaptest0,bootindex=0"),
 ])
 def test_device_models_map_to_qemu_devices(tmp_path, disk, nic, device):
     argv = _vm(tmp_path, disk_model=disk, nic_model=nic).boot_argv()
