@@ -60,7 +60,8 @@ def test_real_recipe_loads_with_the_documented_defaults():
     assert {"sr_mod", "isofs"} <= set(recipe.modules), "to read the config drive"
     assert {"busybox-static", "dropbear-bin", "libc6"} <= set(recipe.packages)
     assert set(recipe.sources) == {"images/linux/recipe.toml", "images/linux/init.sh",
-                                   "images/linux/inittab", "fixtures/images/linux.py"}
+                                   "images/linux/inittab", "fixtures/images/linux.py",
+                                   "fixtures/images/bootdisk.py"}
 
 
 def test_digest_is_stable_for_unchanged_inputs(recipe_dir):
