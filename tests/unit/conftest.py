@@ -7,9 +7,7 @@ time it is run (in any connection) and answers ``ok`` after. It counts connectio
 """
 
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import paramiko
 import pytest
@@ -18,8 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fixtures.drivers.base import HostSettings
 from fixtures.guest import SSHEndpoint
-
-STANDINS = Path(__file__).parent / "standins"
+from tests.unit.standins import executable as standin_executable
 
 
 @pytest.fixture(scope="session")
@@ -150,12 +147,7 @@ def freebsd_host(tmp_path, monkeypatch):
 
     def settings(personality: str, **more) -> HostSettings:
         monkeypatch.setenv("STANDIN_PERSONALITY", personality)
-        wrappers = {}
-        for name in ("bhyve", "bhyvectl"):
-            wrapper = tmp_path / name
-            wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / name}.py "$@"\n')
-            wrapper.chmod(0o755)
-            wrappers[name] = str(wrapper)
-        return HostSettings(bhyve_binary=wrappers["bhyve"], bhyvectl_binary=wrappers["bhyvectl"],
+        return HostSettings(bhyve_binary=standin_executable(tmp_path, "bhyve"),
+                            bhyvectl_binary=standin_executable(tmp_path, "bhyvectl"),
                             firmware_code=firmware, bhyve_run_dir=tmp_path / "run", **more)
     return settings

@@ -4,7 +4,6 @@ bhyvectl executables (tests/unit/standins) that follow upstream's behaviour."""
 
 import os
 import shlex
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,8 +35,8 @@ from fixtures.errors import (
 from fixtures.ledger import Ledger, read_ledger
 from fixtures.network import TapNetwork
 from fixtures.reservations import SUBNET_POOL
+from tests.unit.standins import executable as standin_executable
 
-STANDINS = Path(__file__).parent / "standins"
 SEED_BOOT = ("bhyve -c 1 -m 256M -H -A -P -s 0:0,hostbridge -s 1:0,lpc "
              "-l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd -s 2:0,virtio-net,tap0 "
              "-s 3:0,ahci-hd,main.img -l com1,stdio freebsd_guest")
@@ -181,13 +180,6 @@ class _NoNetwork(TapNetwork):
         self.created = False
 
 
-def _standin(tmp_path: Path, name: str) -> str:
-    wrapper = tmp_path / name
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {STANDINS / name}.py "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
-
-
 #: Upstream releases the stand-ins can behave as (tests/unit/standins/bhyve.py says how).
 PERSONALITIES = ("13", "14", "main", "d34547")
 
@@ -206,8 +198,8 @@ def standin_host(tmp_path, monkeypatch, personality):
     run.mkdir()
     monkeypatch.setenv("STANDIN_VMM_DIR", str(vmm))
     monkeypatch.setenv("STANDIN_RUN_DIR", str(run))
-    return HostSettings(bhyve_binary=_standin(tmp_path, "bhyve"),
-                        bhyvectl_binary=_standin(tmp_path, "bhyvectl"),
+    return HostSettings(bhyve_binary=standin_executable(tmp_path, "bhyve"),
+                        bhyvectl_binary=standin_executable(tmp_path, "bhyvectl"),
                         vmm_dir=vmm, bhyve_run_dir=run)
 
 
@@ -490,7 +482,7 @@ def standin_procstat(tmp_path, monkeypatch):
     """procstat on PATH: the stand-in of tests/unit/standins/procstat.py."""
     bin_dir = tmp_path / "procstat-bin"
     bin_dir.mkdir()
-    (bin_dir / "procstat").symlink_to(_standin(tmp_path, "procstat"))
+    (bin_dir / "procstat").symlink_to(standin_executable(tmp_path, "procstat"))
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
 
