@@ -28,9 +28,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fixtures import REPO_ROOT
 from fixtures.evidence import KEPT_FILE, KEPT_LOCK
 from fixtures.ledger import CREATING_LOCK, LEDGER_FILE
-from fixtures.options import REPO_ROOT, ScenarioOptions, add_options
+from fixtures.options import ScenarioOptions, add_options
 
 SEED_SCENARIO = REPO_ROOT / "tests" / "scenarios" / "test_suspend_restore.py"
 
