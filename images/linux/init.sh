@@ -39,11 +39,12 @@ uptime_s() {
     echo "${up%.*}"
 }
 
-# wait_for SECONDS TEST-ARGS...: poll `test TEST-ARGS` every 0.1 s for up to SECONDS.
-wait_for() {
+# retry SECONDS COMMAND...: run COMMAND every 0.1 s until it succeeds, for up to SECONDS;
+# its output is the caller's result. Status 1 if it never succeeds.
+retry() {
     deadline=$(($(uptime_s) + $1))
     shift
-    until test "$@"; do
+    until "$@"; do
         [ "$(uptime_s)" -ge "$deadline" ] && return 1
         sleep 0.1
     done
@@ -69,20 +70,16 @@ load_modules() {
     done < "$MODULE_LIST"
 }
 
-# The partition whose GPT name is $1 (PARTNAME in its uevent), within 30 s: the boot disk
-# may be on AHCI, virtio or NVMe, so it is found by name, not by device.
-find_partition() {
-    deadline=$(($(uptime_s) + 30))
-    while :; do
-        for uevent in /sys/class/block/*/uevent; do
-            if grep -qx "PARTNAME=$1" "$uevent" 2>/dev/null; then
-                echo "/dev/$(sed -n 's/^DEVNAME=//p' "$uevent")"
-                return 0
-            fi
-        done
-        [ "$(uptime_s)" -ge "$deadline" ] && return 1
-        sleep 0.1
+# The partition whose GPT name is $1 (PARTNAME in its uevent): the boot disk may be on
+# AHCI, virtio or NVMe, so it is found by name, not by device.
+partition_named() {
+    for uevent in /sys/class/block/*/uevent; do
+        if grep -qx "PARTNAME=$1" "$uevent" 2>/dev/null; then
+            echo "/dev/$(sed -n 's/^DEVNAME=//p' "$uevent")"
+            return 0
+        fi
     done
+    return 1
 }
 
 # ext2/3/4 keep the superblock at byte 1024; its magic 0xEF53 (little-endian) is at +56.
@@ -99,7 +96,7 @@ is_blank() {
 # The image's data partition is empty: it is formatted at the first boot, never again, so
 # data written before a checkpoint survives a restore.
 setup_data_disk() {
-    if ! disk=$(find_partition "$DATA_PARTITION"); then
+    if ! disk=$(retry 30 partition_named "$DATA_PARTITION"); then
         fail "no data partition (no GPT partition named $DATA_PARTITION within 30 s)"
         return
     fi
@@ -163,25 +160,21 @@ iso9660_label() {
     dd if="$1" bs=1 skip=32808 count=32 2>/dev/null | tr -d ' '
 }
 
-# The device holding the ISO 9660 volume labelled cidata, within 10 s.
-find_config_drive() {
-    deadline=$(($(uptime_s) + 10))
-    while :; do
-        for dev in /dev/sr[0-9]*; do
-            [ -b "$dev" ] || continue
-            if [ "$(iso9660_label "$dev")" = "$CIDATA_LABEL" ]; then
-                echo "$dev"
-                return 0
-            fi
-        done
-        [ "$(uptime_s)" -ge "$deadline" ] && return 1
-        sleep 0.1
+# The device holding the ISO 9660 volume labelled cidata.
+config_drive() {
+    for dev in /dev/sr[0-9]*; do
+        [ -b "$dev" ] || continue
+        if [ "$(iso9660_label "$dev")" = "$CIDATA_LABEL" ]; then
+            echo "$dev"
+            return 0
+        fi
     done
+    return 1
 }
 
 # Mount the config drive and keep its settings in $STATE/config (NAME=VALUE lines).
 load_config() {
-    if ! drive=$(find_config_drive); then
+    if ! drive=$(retry 10 config_drive); then
         fail "no config drive: no ISO 9660 volume labelled $CIDATA_LABEL within 10 s"
         return 1
     fi
@@ -207,26 +200,22 @@ apply_config() {
     chmod 600 /root/.ssh/authorized_keys
 }
 
-# The interface with the config drive's MAC address, within 10 s.
-find_interface() {
-    deadline=$(($(uptime_s) + 10))
-    while :; do
-        for dir in /sys/class/net/*; do
-            if [ "$(cat "$dir/address" 2>/dev/null)" = "$1" ]; then
-                echo "${dir##*/}"
-                return 0
-            fi
-        done
-        [ "$(uptime_s)" -ge "$deadline" ] && return 1
-        sleep 0.1
+# The interface with MAC address $1.
+interface_with_mac() {
+    for dir in /sys/class/net/*; do
+        if [ "$(cat "$dir/address" 2>/dev/null)" = "$1" ]; then
+            echo "${dir##*/}"
+            return 0
+        fi
     done
+    return 1
 }
 
 setup_network() {
     ip link set lo up || fail "cannot bring up lo"
     mac=$(config_value mac)
     address=$(config_value address)
-    if ! ifname=$(find_interface "$mac"); then
+    if ! ifname=$(retry 10 interface_with_mac "$mac"); then
         fail "no network interface with MAC $mac within 10 s"
         return
     fi
@@ -257,14 +246,10 @@ listening() {
 # the harness may connect the moment it sees the line.
 announce_ready() {
     [ -s "$STATE/failed" ] && return
-    deadline=$(($(uptime_s) + 10))
-    until listening 22; do
-        if [ "$(uptime_s)" -ge "$deadline" ]; then
-            fail "dropbear is not listening on port 22 after 10 s"
-            return
-        fi
-        sleep 0.1
-    done
+    if ! retry 10 listening 22; then
+        fail "dropbear is not listening on port 22 after 10 s"
+        return
+    fi
     address=$(config_value address)
     echo "SNAPTEST-READY ip=${address%/*}" > /dev/console
 }
@@ -277,7 +262,7 @@ ready_step() {
 # The shell's prompt would otherwise land in the middle of the boot messages, possibly on
 # the line the harness waits for; so it starts only after READY (or ERROR) was printed.
 console_step() {
-    wait_for 60 -e "$STATE/boot-done"
+    retry 60 test -e "$STATE/boot-done"
     exec /bin/sh
 }
 
