@@ -141,12 +141,13 @@ def freebsd_host(tmp_path, monkeypatch):
                                           "device\ttuntap\n")
     firmware = tmp_path / "BHYVE_UEFI.fd"
     firmware.write_bytes(b"")
-    for variable, directory in (("STANDIN_VMM_DIR", "vmm"), ("STANDIN_RUN_DIR", "run")):
+    for variable, directory in (("BHYVE_EMULATION_VMM_DIR", "vmm"),
+                                ("BHYVE_EMULATION_RUN_DIR", "run")):
         (tmp_path / directory).mkdir()
         monkeypatch.setenv(variable, str(tmp_path / directory))
 
     def settings(personality: str, **more) -> HostSettings:
-        monkeypatch.setenv("STANDIN_PERSONALITY", personality)
+        monkeypatch.setenv("BHYVE_EMULATION_PERSONALITY", personality)
         return HostSettings(bhyve_binary=standin_executable(tmp_path, "bhyve"),
                             bhyvectl_binary=standin_executable(tmp_path, "bhyvectl"),
                             firmware_code=firmware, bhyve_run_dir=tmp_path / "run", **more)

@@ -187,7 +187,7 @@ PERSONALITIES = ("13", "14", "main", "d34547")
 @pytest.fixture(params=PERSONALITIES)
 def personality(request, monkeypatch):
     """Each protocol test runs against every upstream personality of the stand-ins."""
-    monkeypatch.setenv("STANDIN_PERSONALITY", request.param)
+    monkeypatch.setenv("BHYVE_EMULATION_PERSONALITY", request.param)
     return request.param
 
 
@@ -196,8 +196,8 @@ def standin_host(tmp_path, monkeypatch, personality):
     vmm, run = tmp_path / "vmm", tmp_path / "run"
     vmm.mkdir()
     run.mkdir()
-    monkeypatch.setenv("STANDIN_VMM_DIR", str(vmm))
-    monkeypatch.setenv("STANDIN_RUN_DIR", str(run))
+    monkeypatch.setenv("BHYVE_EMULATION_VMM_DIR", str(vmm))
+    monkeypatch.setenv("BHYVE_EMULATION_RUN_DIR", str(run))
     return HostSettings(bhyve_binary=standin_executable(tmp_path, "bhyve"),
                         bhyvectl_binary=standin_executable(tmp_path, "bhyvectl"),
                         vmm_dir=vmm, bhyve_run_dir=run)
@@ -440,7 +440,7 @@ def test_the_kernel_must_have_bhyve_snapshot(conftxt, problem):
 
 def test_bhyvectl_must_offer_suspend(standin_host, monkeypatch):
     BhyveDriver(standin_host).check_bhyvectl()
-    monkeypatch.setenv("STANDIN_NO_SNAPSHOT", "1")
+    monkeypatch.setenv("BHYVE_EMULATION_NO_SNAPSHOT", "1")
     with pytest.raises(PrerequisiteMissing, match=r"no --suspend.*WITH_BHYVE_SNAPSHOT"):
         BhyveDriver(standin_host).check_bhyvectl()
 

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 MODE = os.environ.get("STANDIN_CAPSICUM", "sandboxed")
-RUN = Path(os.environ["STANDIN_RUN_DIR"])
-VMM = Path(os.environ["STANDIN_VMM_DIR"])
+RUN = Path(os.environ["BHYVE_EMULATION_RUN_DIR"])
+VMM = Path(os.environ["BHYVE_EMULATION_VMM_DIR"])
 #: procstat's abbreviations for CAP_ALL, as the WITHOUT_CAPSICUM sample shows them.
 EVERY_RIGHT = ("rd,wr,se,mm,cr,fe,fy,ft,cd,cf,cm,cn,fc,fl,fp,fk,fs,sf,fu,ls,lt,md,mf,mn,rs,"
                "rt,sl,un,lo,eg,es,ed,el,ag,as,ad,ac,at,bd,co,gp,gs,ld,pk,ru,sd,st,sh,ev,io,"
