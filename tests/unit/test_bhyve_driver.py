@@ -24,7 +24,8 @@ from fixtures.bhyve.usage import BhyveFeatures
 from fixtures.cli import main
 from fixtures.config import GuestImage, VMSpec
 from fixtures.drivers.base import Checkpoint, HostSettings, VMContext, VMState
-from fixtures.drivers.bhyve import BhyveDriver, BhyveVM, kernel_snapshot_problem
+from fixtures.drivers.bhyve import BhyveDriver, BhyveVM
+from fixtures.drivers.bhyve_host import kernel_snapshot_problem
 from fixtures.errors import (
     ConfigError,
     HarnessError,
@@ -40,6 +41,13 @@ from tests.unit.standins import executable as standin_executable
 SEED_BOOT = ("bhyve -c 1 -m 256M -H -A -P -s 0:0,hostbridge -s 1:0,lpc "
              "-l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd -s 2:0,virtio-net,tap0 "
              "-s 3:0,ahci-hd,main.img -l com1,stdio freebsd_guest")
+
+
+@pytest.fixture(autouse=True)
+def on_freebsd(monkeypatch):
+    """These tests are about real bhyve's protocol: the host is taken for FreeBSD (its
+    commands are the stand-ins'); the Linux host's own choices are tested apart."""
+    monkeypatch.setattr("platform.system", lambda: "FreeBSD")
 
 
 def _image(tmp_path: Path, *, config_drive: bool = False) -> GuestImage:
@@ -161,10 +169,19 @@ def test_plan_prints_the_seed_commands(capsys, tmp_path):
     assert " -r /" in restore and restore.endswith(" freebsd_guest")
 
 
-def test_preflight_off_freebsd_names_the_host(monkeypatch):
+def test_off_freebsd_the_driver_runs_only_the_emulation_and_says_so(monkeypatch):
     monkeypatch.setattr("platform.system", lambda: "Linux")
-    with pytest.raises(PrerequisiteMissing, match=r"FreeBSD hosts only.*--hypervisor qemu"):
-        BhyveDriver(HostSettings()).preflight()
+    driver = BhyveDriver(HostSettings(bhyve_emulation="d34547"))
+    assert driver.label == "bhyve (emulated over QEMU, personality d34547)"
+    assert Path(driver.settings.bhyve_binary).parent.name == "d34547"
+    assert "not bhyve" in Path(driver.settings.bhyve_binary).read_text()
+    assert driver.provenance()["kernel_bhyve_snapshot"].startswith("not applicable")
+    names = [check.name for check in driver.host_checks()]
+    assert "vmm.ko loaded" not in names and "iproute2" in names
+
+
+def test_on_freebsd_the_label_is_plain_bhyve():
+    assert BhyveDriver(HostSettings()).label == "bhyve"
 
 
 # -- the process protocol, against the stand-ins ------------------------------------------

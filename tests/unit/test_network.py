@@ -1,5 +1,6 @@
-"""bhyve networking on FreeBSD, with ifconfig and sysctl replaced by a recorder: each
-interface is in the ledger before it exists, and what it created goes at teardown."""
+"""bhyve networking, with ifconfig and sysctl (FreeBSD) or ip (Linux, the emulated bhyve)
+replaced by a recorder: each interface is in the ledger before it exists, and what it
+created goes at teardown."""
 
 import pytest
 
@@ -11,8 +12,9 @@ from fixtures.network import TapNetwork
 from fixtures.reservations import HostInterfaces, reserve_subnet
 
 
-class FakeFreeBSD:
-    """ifconfig and sysctl: records each command with what the ledger held at that moment."""
+class FakeHost:
+    """ifconfig and sysctl, or ip: records each command with what the ledger held at that
+    moment, and keeps the set of interfaces that exist."""
 
     def __init__(self, ledger: Ledger, existing: set[str] = frozenset()) -> None:
         self.ledger = ledger
@@ -29,22 +31,36 @@ class FakeFreeBSD:
                 out = self.sysctl + "\n"
             else:
                 self.sysctl = argv[1].split("=")[1]
-        elif argv[-1] == "create":
-            if argv[1] in self.interfaces:
-                status, out = 1, f"ifconfig: interface {argv[1]} already exists"
-            self.interfaces.add(argv[1])
-        elif argv[-1] == "destroy":
-            self.interfaces.discard(argv[1])
+        elif argv[-1] == "create" or argv[:3] in (["ip", "link", "add"], ["ip", "tuntap", "add"]):
+            name = argv[1] if argv[0] == "ifconfig" else argv[4 if argv[1] == "tuntap" else 3]
+            if name in self.interfaces:
+                status, out = 1, f"interface {name} already exists"
+            self.interfaces.add(name)
+        elif argv[-1] == "destroy" or argv[:3] == ["ip", "link", "delete"]:
+            self.interfaces.discard(argv[1] if argv[0] == "ifconfig" else argv[3])
         return CommandResult(" ".join(argv), status, out, "", 0.0)
+
+
+def _fake_host(tmp_path, monkeypatch, system):
+    monkeypatch.setattr("platform.system", lambda: system)
+    ledger = Ledger.open_new(tmp_path)
+    fake = FakeHost(ledger)
+    monkeypatch.setattr(network, "run_host", fake)
+    return fake
 
 
 @pytest.fixture
 def freebsd(tmp_path, monkeypatch):
-    ledger = Ledger.open_new(tmp_path)
-    fake = FakeFreeBSD(ledger)
-    monkeypatch.setattr(network, "run_host", fake)
+    fake = _fake_host(tmp_path, monkeypatch, "FreeBSD")
     yield fake
-    ledger.close()
+    fake.ledger.close()
+
+
+@pytest.fixture
+def linux(tmp_path, monkeypatch):
+    fake = _fake_host(tmp_path, monkeypatch, "Linux")
+    yield fake
+    fake.ledger.close()
 
 
 def test_each_interface_is_recorded_before_it_is_created(tmp_path, freebsd):
@@ -83,3 +99,23 @@ def test_an_existing_interface_of_that_name_is_refused_not_reused(tmp_path, free
     with pytest.raises(HarnessError, match=r"ifconfig bridge10000 create.*already exists"):
         net.create(freebsd.ledger, print)
     reservation.release()
+
+
+def test_on_linux_the_same_interfaces_are_made_with_ip_and_nothing_else(tmp_path, linux):
+    """The emulated bhyve's host: iproute2, the same names and ledger entries, no sysctl
+    (a Linux tap needs no up_on_open)."""
+    reservation = reserve_subnet(tmp_path, HostInterfaces(frozenset(), ()))
+    net = TapNetwork.reserved(reservation)
+    net.create(linux.ledger, print)
+    commands = [cmd for cmd, _ in linux.calls]
+    assert commands == ["ip link add bridge10000 type bridge",
+                        "ip tuntap add dev tap10000 mode tap",
+                        "ip addr add 198.18.0.1/24 dev bridge10000",
+                        "ip link set tap10000 master bridge10000 up",
+                        "ip link set bridge10000 up"]
+    assert dict(linux.calls)["ip tuntap add dev tap10000 mode tap"] == ["bridge10000",
+                                                                        "tap10000"]
+    reservation.release()
+    assert linux.ledger.close() == ["destroyed interface tap10000",
+                                    "destroyed interface bridge10000"]
+    assert linux.interfaces == set()
