@@ -16,7 +16,7 @@ import pytest
 from fixtures.health import guest_problems
 from fixtures.scenario import start_workloads
 
-pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve")]
+pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve"), pytest.mark.freebsd_host]
 
 
 def _judge(state: dict, failures: list[str], expect: str, moment: str) -> None:
