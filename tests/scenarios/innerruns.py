@@ -29,6 +29,7 @@ import psutil
 import pytest
 
 from fixtures import REPO_ROOT
+from fixtures.emulated_bhyve import INSTALL_DIR, PERSONALITIES, PROGRAMS
 from fixtures.evidence import KEPT_FILE, KEPT_LOCK
 from fixtures.ledger import CREATING_LOCK, LEDGER_FILE
 from fixtures.options import ScenarioOptions, add_options
@@ -155,11 +156,13 @@ class HarnessWatch:
         """Files under the state directory (a run's own: its run directory, named
         ``<date>-<pid>``), and recorded paths elsewhere that still exist. The one file that
         stays by design, the runs' shared bookkeeping (the creation lock, the list of kept
-        evidence), is not a leftover."""
+        evidence, the emulated bhyve's two programs), is not a leftover."""
         found: list[Path] = []
         runs = self.state_dir / "runs"
         bookkeeping = {runs / CREATING_LOCK, self.state_dir / KEPT_FILE,
-                       self.state_dir / KEPT_LOCK}
+                       self.state_dir / KEPT_LOCK,
+                       *(self.state_dir / INSTALL_DIR / personality / program
+                         for personality in PERSONALITIES for program in PROGRAMS)}
         if everything and self.state_dir.is_dir():
             found += [p for p in self.state_dir.rglob("*")
                       if (p not in bookkeeping and p.is_file()) or p.is_symlink()]

@@ -190,10 +190,10 @@ def test_on_freebsd_the_label_is_plain_bhyve():
 class _NoNetwork(TapNetwork):
     """The addresses without ifconfig (the stand-ins need no interfaces)."""
 
-    def create(self, ledger, record):
+    def create(self, ledger, record, user=""):
         self.created = True
 
-    def remove(self, ledger, record):
+    def remove(self, ledger, record, user=""):
         self.created = False
 
 

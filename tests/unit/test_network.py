@@ -31,7 +31,8 @@ class FakeHost:
                 out = self.sysctl + "\n"
             else:
                 self.sysctl = argv[1].split("=")[1]
-        elif argv[-1] == "create" or argv[:3] in (["ip", "link", "add"], ["ip", "tuntap", "add"]):
+        elif argv[-1] == "create" or argv[:3] in (["ip", "link", "add"],
+                                                  ["ip", "tuntap", "add"]):
             name = argv[1] if argv[0] == "ifconfig" else argv[4 if argv[1] == "tuntap" else 3]
             if name in self.interfaces:
                 status, out = 1, f"interface {name} already exists"
@@ -108,7 +109,8 @@ def test_on_linux_the_same_interfaces_are_made_with_ip_and_nothing_else(tmp_path
     net = TapNetwork.reserved(reservation)
     net.create(linux.ledger, print)
     commands = [cmd for cmd, _ in linux.calls]
-    assert commands == ["ip link add bridge10000 type bridge",
+    assert commands == [f"ip link add bridge10000 address {network.bridge_address('bridge10000')}"
+                        " type bridge",
                         "ip tuntap add dev tap10000 mode tap",
                         "ip addr add 198.18.0.1/24 dev bridge10000",
                         "ip link set tap10000 master bridge10000 up",
@@ -116,6 +118,24 @@ def test_on_linux_the_same_interfaces_are_made_with_ip_and_nothing_else(tmp_path
     assert dict(linux.calls)["ip tuntap add dev tap10000 mode tap"] == ["bridge10000",
                                                                         "tap10000"]
     reservation.release()
+    assert network.bridge_address("bridge10000") == network.bridge_address("bridge10000")
+    assert network.bridge_address("bridge10000") != network.bridge_address("bridge10001")
     assert linux.ledger.close() == ["destroyed interface tap10000",
                                     "destroyed interface bridge10000"]
     assert linux.interfaces == set()
+
+
+def test_a_restored_vm_takes_over_the_interfaces_of_the_suspended_one(tmp_path, linux):
+    """Both VMs of one name use one bridge and tap: the second create makes nothing, and
+    the suspended VM's teardown leaves them to the restored one."""
+    reservation = reserve_subnet(tmp_path, HostInterfaces(frozenset(), ()))
+    net = TapNetwork.reserved(reservation)
+    net.create(linux.ledger, print, user="suspended")
+    made = len(linux.calls)
+    net.create(linux.ledger, print, user="restored")
+    assert len(linux.calls) == made, "the restored VM re-created the interfaces"
+    net.remove(linux.ledger, print, user="suspended")
+    assert linux.interfaces == {"bridge10000", "tap10000"}, "removed under the restored VM"
+    net.remove(linux.ledger, print, user="restored")
+    assert linux.interfaces == set()
+    reservation.release()
