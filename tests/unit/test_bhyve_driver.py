@@ -256,6 +256,20 @@ def test_suspend_waits_for_exit_and_checks_the_three_files(tmp_path, standin_vm,
     assert "Restoring kernel structs" in vm.process.console_text()
 
 
+def test_the_socket_a_suspend_leaves_is_gone_after_the_vm(tmp_path, standin_vm, standin_host):
+    """vm_checkpoint() exits without unlinking /var/run/bhyve/NAME: the harness made the VM,
+    so it removes the socket with it (the next run's sweep would, after a kill)."""
+    socket = standin_host.bhyve_run_dir / "standin"
+    standin_vm.boot(timeout=30)
+    standin_vm.suspend(tmp_path / "s.ckp", timeout=30)
+    assert socket.is_socket(), "upstream leaves it"
+    recorded = [e["path"] for e in read_ledger(standin_vm.ledger.path)[1]
+                if e.get("kind") == "path"]
+    assert str(socket) in recorded
+    standin_vm.destroy()
+    assert not socket.exists()
+
+
 def test_live_checkpoint_copies_the_disk_inside_bhyves_pause(tmp_path, standin_vm):
     standin_vm.boot(timeout=30)
     checkpoint = standin_vm.checkpoint(tmp_path / "live.ckp", timeout=30)
