@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.bhyve.errors import explain_bhyvectl_exit
 from fixtures.bhyve.getopt import OPTSTRING_D34547, parse_bhyve_argv
 from fixtures.bhyve.meta import check_meta, kern_file_problems, parse_meta
 from fixtures.emulated_bhyve import PERSONALITIES, install, label
@@ -154,6 +155,21 @@ def test_bhyvectl_exits_with_errno_as_upstream(emulation):
     no_socket = _run(installed.bhyvectl, "--suspend=/tmp/x.ckp", "--vm=vm1")
     assert no_socket.returncode == 2, "ENOENT: the snapshot socket is missing"
     assert _run(installed.bhyvectl, "--bogus").returncode == 1
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--suspend-file=/x", "--vm=vm1"], "bhyvectl: unrecognized option `--suspend-file=/x'"),
+    (["--vm=vm1", "--suspend"], "bhyvectl: option `--suspend' requires an argument"),
+    (["--destroy=1", "--vm=vm1"], "bhyvectl: option `--destroy' doesn't allow an argument"),
+])
+def test_bhyvectl_complains_in_getopt_longs_words(emulation, args, line):
+    """What a driver that calls bhyvectl wrongly meets, and the driver explains."""
+    result = _run(emulation("main").bhyvectl, *args)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == line
+    assert "Usage: bhyvectl" in result.stderr
+    explained = explain_bhyvectl_exit(1, result.stderr, "vm1")
+    assert "rejected" in explained and "fix the command line" in explained
 
 
 def test_the_wrappers_say_what_they_are_and_fix_the_directories(emulation, tmp_path):
