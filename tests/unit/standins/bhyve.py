@@ -34,12 +34,11 @@ from fixtures.emulated_bhyve.upstream import (
     SavedVM,
     load_restore_file,
     memory_bytes,
-    memory_size_mismatch,
     parse_command_line,
     pci_slots,
-    restore_progress,
+    restore_finished,
+    restore_memory_checked,
     save_target,
-    say,
     write_kern_and_meta,
 )
 
@@ -71,16 +70,10 @@ def restore(path: str) -> tuple[int, int] | None:
     saved = load_restore_file(path)
     if saved is None:
         return None
-    restore_progress("Pausing pci devs...")
-    restore_progress("Restoring vm mem...")
     time.sleep(RESTORE_S)
-    mismatch = memory_size_mismatch(path, saved.memsize)
-    if mismatch:
-        say(mismatch, "Failed to restore VM memory.")
+    if not restore_memory_checked(path, saved.memsize):
         return None
-    for stage in ("Restoring pci devs...", "Restoring kernel structs...",
-                  "Resuming pci devs..."):
-        restore_progress(stage)
+    restore_finished()
     return saved.memsize, saved.ncpus
 
 
