@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from fixtures import REPO_ROOT
-from fixtures.emulated_bhyve import INSTALL_DIR, PERSONALITIES, PROGRAMS
+from fixtures.emulated_bhyve import INSTALL_DIR, PERSONALITIES, PROGRAMS, installation_key
 from fixtures.evidence import KEPT_FILE, KEPT_LOCK
 from fixtures.ledger import CREATING_LOCK, LEDGER_FILE
 from fixtures.options import ScenarioOptions, add_options
@@ -161,8 +161,8 @@ class HarnessWatch:
         runs = self.state_dir / "runs"
         bookkeeping = {runs / CREATING_LOCK, self.state_dir / KEPT_FILE,
                        self.state_dir / KEPT_LOCK,
-                       *(self.state_dir / INSTALL_DIR / personality / program
-                         for personality in PERSONALITIES for program in PROGRAMS)}
+                       *(self.state_dir / INSTALL_DIR / installation_key() / personality
+                         / program for personality in PERSONALITIES for program in PROGRAMS)}
         if everything and self.state_dir.is_dir():
             found += [p for p in self.state_dir.rglob("*")
                       if (p not in bookkeeping and p.is_file()) or p.is_symlink()]

@@ -16,7 +16,7 @@ from fixtures.bhyve.meta import check_meta, kern_file_problems, parse_meta
 from fixtures.emulated_bhyve import PERSONALITIES, install, label
 from fixtures.emulated_bhyve.bhyve import read_stream_header, stream_header
 from fixtures.emulated_bhyve.machine import Machine, NotEmulated, qemu_argv, vcpus
-from fixtures.emulated_bhyve.upstream import SavedVM, write_kern_and_meta
+from fixtures.emulated_bhyve.upstream import SavedVM, progress_line, write_kern_and_meta
 
 SEED = ["-c", "2", "-m", "256M", "-H", "-A", "-P", "-s", "0:0,hostbridge", "-s", "1:0,lpc",
         "-l", "bootrom,/fw/CODE.fd,/vm/VARS.fd", "-s", "2:0,virtio-net,tap7,mac=58:9c:fc:0:0:1",
@@ -83,6 +83,17 @@ def test_kern_and_meta_describe_the_vm_in_each_releases_layout(tmp_path, persona
     if personality != "13":
         assert "ahci@pci.0.3.0" in [d["device"] for d in layout["devices"]]
     assert read_stream_header(kern) == (300 << 20, len(payload) - len(tail), len(tail))
+
+
+def test_the_progress_bar_is_print_progress_s():
+    """snapshot.c print_progress(): counter, bar to two columns before the edge, a turning
+    mark while unfinished."""
+    half = progress_line(128 << 20, 256 << 20, 80, turn=1)
+    assert half.startswith("\r[128.000MiB / 256.000MiB] |#")
+    assert half.endswith("_|") and "-" in half and len(half) == 79
+    assert progress_line(256 << 20, 256 << 20, 80).endswith("#|")
+    assert progress_line(5 << 20, 8 << 20, 80).startswith("\r[5120.000KiB / 8192.000KiB]")
+    assert progress_line(0, 0, 80) == "[0B / 0B]\r\n"
 
 
 def test_damage_to_kern_is_noticed(tmp_path):
@@ -176,6 +187,7 @@ def test_the_wrappers_say_what_they_are_and_fix_the_directories(emulation, tmp_p
     installed = emulation("14")
     text = installed.bhyve.read_text()
     assert "not bhyve" in text and label("14") in text
-    assert f"BHYVE_EMULATION_VMM_DIR={tmp_path / '14' / 'vmm'}" in text
+    assert f"BHYVE_EMULATION_VMM_DIR={installed.vmm_dir}" in text
+    assert installed.vmm_dir.parent.name == "14"
     assert installed.label == "bhyve (emulated over QEMU, personality 14)"
     assert sys.executable in text
