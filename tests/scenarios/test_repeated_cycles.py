@@ -19,7 +19,8 @@ def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):
     # The guest's clock stops while suspended: the ping must outlast every cycle's
     # wait for progress and reconnect, in guest time.
     run = start_workloads(vm, scenario, expected_restores=cycles,
-                          ping_count=scenario.ping_count + 15 * cycles)
+                          ping_count=scenario.ping_count + 15 * cycles,
+                          phase=test_results.phase)
 
     done = []
     for number in range(1, cycles + 1):
@@ -27,11 +28,14 @@ def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):
             run.wait_progress(vm.guest, run.states(vm.guest), timeout, ("copy", "ping"))
         cycle, _ = suspend_restore_cycle(vm, run, number,
                                          suspended_for_s=scenario.suspended_for_s,
-                                         timeout=timeout, checks=checks)
+                                         timeout=timeout, checks=checks,
+                                         timeline=test_results.timeline)
         done.append(cycle)
     test_results.metrics["cycles"] = [c.as_metrics() for c in done]
-    states = run.wait_verdicts(vm.guest, timeout)
+    with test_results.phase("verdict_wait_s"):
+        states = run.wait_verdicts(vm.guest, timeout)
     test_results.metrics["verdicts"] = {n: s.verdict for n, s in states.items()}
+    test_results.note_verdicts(test_results.metrics["verdicts"])
     run.collect(vm.guest, test_results.directory / "workloads")
 
     assert done[-1].copy_progress_at_suspend < 1.0, \

@@ -28,8 +28,10 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     run = start_workloads(vm, scenario, expected_restores=1, phase=test_results.phase)
     metrics["sandbox_busy"], sandbox_failures = vm.sandbox(scenario.expect_capsicum)
 
-    cycle, checkpoint = suspend_restore_cycle(vm, run, 1, suspended_for_s=scenario.suspended_for_s,
-                                     timeout=timeout, checks=checks)
+    cycle, checkpoint = suspend_restore_cycle(vm, run, 1,
+                                              suspended_for_s=scenario.suspended_for_s,
+                                              timeout=timeout, checks=checks,
+                                              timeline=test_results.timeline)
     # One cycle: its number is not a measurement (the repeat summary would spread it).
     metrics.update({k: v for k, v in cycle.as_metrics().items() if k != "number"})
     metrics["sandbox_restored"], restored_failures = vm.sandbox(scenario.expect_capsicum,
@@ -44,6 +46,7 @@ def test_busy_guest_survives_suspend_and_restore(vm_booted, scenario, test_resul
     metrics["unavoidable_s"] = round(sum(float(metrics[p]) for p in UNAVOIDABLE_PHASES), 3)
     metrics["overhead_ratio"] = round(metrics["total_s"] / metrics["unavoidable_s"], 3)
     metrics["verdicts"] = {name: state.verdict for name, state in states.items()}
+    test_results.note_verdicts(metrics["verdicts"])
     run.collect(vm.guest, test_results.directory / "workloads")
 
     assert cycle.copy_progress_at_suspend < 1.0, \
