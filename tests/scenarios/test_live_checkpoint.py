@@ -46,6 +46,36 @@ def marker_on_disk(vm, disk, marker: str) -> str:
     return "present" if ext_path_exists(disk, inside) else "absent"
 
 
+def restore_and_finish(vm_factory, checkpoint, run, number: int, *, marker: str,
+                       timeout: float, test_results) -> dict:
+    """Restore the checkpoint into a new VM, look at it as it resumes, let its workloads
+    finish, keep their files, destroy it; what it saw, for the assertions."""
+    timeline = test_results.timeline
+    restored = vm_factory.build_from(checkpoint)
+    checks = LifecycleChecks(restored)
+    with timeline.span("restore", f"restore {number}"):
+        restore_s = restored.restore(checkpoint, timeout)
+    checks.after(f"restore {number}")
+    with timeline.span("reconnect", f"reconnect {number}"):
+        restore_to_ssh_s = restored.reconnect(timeout)
+    at_resume = run.states(restored.guest)
+    marker_seen = seen_after_cache_drop(restored.guest, marker)
+    run.announce(restored.guest, "restore")
+    with timeline.span("verdict wait", f"verdict wait {number}"):
+        states = run.wait_verdicts(restored.guest, timeout)
+    checks.after(f"restore {number}: workloads done")
+    run.collect(restored.guest, test_results.directory / f"workloads-restore{number}")
+    restored.destroy()
+    return {
+        "restore_s": round(restore_s, 3), "restore_to_ssh_s": round(restore_to_ssh_s, 3),
+        "copied_bytes_at_resume": int(at_resume["copy"].values["copied_bytes"]),
+        "copy_verdict_at_resume": at_resume["copy"].verdict,
+        "ping_seq_at_resume": int(at_resume["ping"].values["last_seq"] or -1),
+        "marker_seen": marker_seen,
+        "verdicts": {n: s.verdict for n, s in states.items()},
+    }
+
+
 def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
         vm_booted, vm_factory, scenario, test_results):
     """The original and two restores of its live checkpoint all end PASS; the restores
@@ -55,11 +85,15 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     original_checks.after("boot")
     # One interruption for every VM: the checkpoint's pause for the original, the restore
     # for each restored VM (the announcement comes after the checkpoint, so it is not in it).
-    run = start_workloads(vm, scenario, expected_restores=1, copy_bytes=COPY_BYTES)
+    timeline = test_results.timeline
+    run = start_workloads(vm, scenario, expected_restores=1, copy_bytes=COPY_BYTES,
+                          phase=test_results.phase)
     copied_before = int(run.states(vm.guest)["copy"].values["copied_bytes"])
 
     start = time.monotonic()
-    checkpoint = vm.checkpoint(vm.save_target("live.ckp"), timeout)
+    with timeline.span("suspend", "live checkpoint") as note:  # the guest pauses for it
+        checkpoint = vm.checkpoint(vm.save_target("live.ckp"), timeout)
+        note.append(f"({checkpoint.size_bytes / 1e6:.0f} MB)")
     metrics["checkpoint_s"] = round(time.monotonic() - start, 3)
     metrics["checkpoint_bytes"] = checkpoint.size_bytes
     metrics["disk_taken"] = checkpoint.disk_taken
@@ -68,34 +102,16 @@ def test_every_restore_of_a_live_checkpoint_resumes_at_its_moment(
     run.announce(vm.guest, "checkpoint")
     marker = f"{vm.spec.image.guest_dir}/{MARKER}"
     write_synced(vm.guest, marker)
-    original = run.wait_verdicts(vm.guest, timeout)
+    with timeline.span("verdict wait", "original's verdict wait"):
+        original = run.wait_verdicts(vm.guest, timeout)
     original_checks.after("original's workloads done")
     final_seq = int(original["ping"].values["last_seq"])
     metrics["original"] = {n: s.verdict for n, s in original.items()}
     vm.destroy()
 
-    restores = []
-    for number in range(1, RESTORES + 1):
-        restored = vm_factory.build_from(checkpoint)
-        checks = LifecycleChecks(restored)
-        restore_s = restored.restore(checkpoint, timeout)
-        checks.after(f"restore {number}")
-        restore_to_ssh_s = restored.reconnect(timeout)
-        at_resume = run.states(restored.guest)
-        marker_seen = seen_after_cache_drop(restored.guest, marker)
-        run.announce(restored.guest, "restore")
-        states = run.wait_verdicts(restored.guest, timeout)
-        checks.after(f"restore {number}: workloads done")
-        run.collect(restored.guest, test_results.directory / f"workloads-restore{number}")
-        restored.destroy()
-        restores.append({
-            "restore_s": round(restore_s, 3), "restore_to_ssh_s": round(restore_to_ssh_s, 3),
-            "copied_bytes_at_resume": int(at_resume["copy"].values["copied_bytes"]),
-            "copy_verdict_at_resume": at_resume["copy"].verdict,
-            "ping_seq_at_resume": int(at_resume["ping"].values["last_seq"] or -1),
-            "marker_seen": marker_seen,
-            "verdicts": {n: s.verdict for n, s in states.items()},
-        })
+    restores = [restore_and_finish(vm_factory, checkpoint, run, number, marker=marker,
+                                   timeout=timeout, test_results=test_results)
+                for number in range(1, RESTORES + 1)]
     metrics["marker_on_checkpoint_disk"] = marker_on_disk(vm, checkpoint.disk, marker)
     metrics["copied_bytes_before_checkpoint"] = copied_before
     metrics["copy_progress_at_checkpoint"] = round(copied_before / COPY_BYTES, 4)
