@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from fixtures import cli
-from fixtures.report.model import PingGap, _nodeid, hypervisor_label, load_run, ping_replies
-from fixtures.report.page import REPORT_FILE, write_report
+from fixtures.report.model import (
+    PingGap,
+    PingReply,
+    WorkloadSeries,
+    _nodeid,
+    hypervisor_label,
+    load_run,
+    ping_replies,
+)
+from fixtures.report.page import REPORT_FILE, render, write_report
 from fixtures.report.terminal import metrics_table
 
 SAMPLES = Path(__file__).parent / "samples" / "report"
@@ -168,6 +176,13 @@ def test_the_hypervisor_is_named_as_emulated_or_with_its_freebsd_release():
 
 def test_gaps_are_the_sequence_numbers_without_a_reply():
     assert PingGap(2, 6).missing == 3
+    series = WorkloadSeries(ping=[PingReply(s, 0.5) for s in (0, 1, 2, 6, 7)],
+                            ping_restore_seqs=[2, 7])
+    assert series.ping_gaps() == [PingGap(2, 6)]
+    assert series.gap_across(2) == PingGap(2, 6)
+    assert series.gap_across(7) is None  # nothing after the last restore's mark
+    assert "across suspend 1 (restore announced after seq 2): 0 without a reply between " \
+        "seq 2 and 3" in render(load_run(SAMPLES / "seed-passed"))
 
 
 def test_junit_names_become_node_ids_again():
