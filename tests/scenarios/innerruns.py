@@ -272,7 +272,8 @@ class InnerRun:
 
     def commands_log(self) -> str:
         return "".join(p.read_text(errors="replace")
-                       for p in sorted(self.results_dir.glob("*/*/commands.log")))
+                       for p in sorted(self.results_dir.glob("*/*/commands.log"))
+                       if not p.parent.parent.is_symlink())  # not again through "latest"
 
     def wait_for_command(self, pattern: re.Pattern[str], timeout: float,
                          watch: HarnessWatch) -> float:

@@ -575,3 +575,63 @@ def test_a_missing_minus_t_directory_is_bhyves_error_reported_as_such(tmp_path, 
                                            r"the -t directory .*missing does not exist"):
         standin_vm.boot(timeout=30)
     assert not (tmp_path / "missing").exists(), "the harness did not make it"
+
+
+def _release(directory: Path, personality: str) -> tuple[str, str]:
+    """bhyve and bhyvectl stand-ins that behave as ``personality`` whatever the
+    environment says: another release's build, for a cross-build restore."""
+    directory.mkdir()
+    programs = []
+    for name in ("bhyve", "bhyvectl"):
+        wrapper = directory / name
+        wrapper.write_text(f"#!/bin/sh\nBHYVE_EMULATION_PERSONALITY={personality} exec "
+                           f"{standin_executable(directory.parent, name)} \"$@\"\n")
+        wrapper.chmod(0o755)
+        programs.append(str(wrapper))
+    return programs[0], programs[1]
+
+
+@pytest.mark.parametrize("releases", [
+    ("13", "main", "Failed to restore PCI device state.", "FreeBSD 13.x's layout"),
+    ("main", "13", "Failed to restore kernel structs.", "the layout of FreeBSD 14 and main"),
+], ids=["13-to-main", "main-to-13"])
+def test_a_checkpoint_in_another_releases_layout_is_refused_naming_its_writer(
+        tmp_path, monkeypatch, fake_guest, releases):
+    """A cross-build restore (--restore-with) between releases whose FILE.meta layouts
+    differ ends in a RestoreError with bhyve's own words and the layout's writer."""
+    saved_by, restored_by, words, layout = releases
+    monkeypatch.setenv("BHYVE_EMULATION_PERSONALITY", saved_by)
+    vmm, run = tmp_path / "vmm", tmp_path / "run"
+    vmm.mkdir()
+    run.mkdir()
+    monkeypatch.setenv("BHYVE_EMULATION_VMM_DIR", str(vmm))
+    monkeypatch.setenv("BHYVE_EMULATION_RUN_DIR", str(run))
+    other_bhyve, other_bhyvectl = _release(tmp_path / f"release-{restored_by}", restored_by)
+    settings = HostSettings(bhyve_binary=standin_executable(tmp_path, "bhyve"),
+                            bhyvectl_binary=standin_executable(tmp_path, "bhyvectl"),
+                            vmm_dir=vmm, bhyve_run_dir=run, restore_with=other_bhyve,
+                            restore_with_bhyvectl=other_bhyvectl)
+    ledger = Ledger.open_new(tmp_path / "state")
+    (tmp_path / "results").mkdir()
+    image = GuestImage(name="freebsd", directory=tmp_path, ssh_key=fake_guest.key_file,
+                       disk=tmp_path / "disk.img")
+    vm = BhyveVM(VMSpec(name="standin", image=image),
+                 VMContext(tmp_path, tmp_path / "results", ledger, lambda line: None),
+                 settings, BhyveFeatures(snapshot=True, checkpoint_dir_option=False),
+                 _NoNetwork(SUBNET_POOL[0]))
+    vm.disk.write_bytes(b"disk at boot")
+    vm.ssh_endpoint = lambda: fake_guest
+    try:
+        vm.boot(timeout=30)
+        checkpoint = vm.suspend(tmp_path / "s.ckp", timeout=30)
+        with pytest.raises(RestoreError) as failure:
+            vm.restore(checkpoint, timeout=30)
+        message = str(failure.value)
+        assert words in message, "bhyve's own words belong in the error"
+        assert f"s.ckp.meta is in {layout}" in message
+        assert f"{other_bhyve} tried to restore it" in message
+        assert vm.restore_argv(checkpoint)[0] == other_bhyve
+        assert not vm.process.alive
+    finally:
+        vm.destroy()
+        ledger.close()

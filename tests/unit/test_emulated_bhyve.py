@@ -188,6 +188,10 @@ def test_the_wrappers_say_what_they_are_and_fix_the_directories(emulation, tmp_p
     text = installed.bhyve.read_text()
     assert "not bhyve" in text and label("14") in text
     assert f"BHYVE_EMULATION_VMM_DIR={installed.vmm_dir}" in text
-    assert installed.vmm_dir.parent.name == "14"
+    assert installed.bhyve.parent.name == "14"
+    # One /dev/vmm and one /var/run/bhyve for every release's programs (cross-build restore)
+    other = emulation("main")
+    assert (installed.vmm_dir, installed.run_dir) == (other.vmm_dir, other.run_dir)
+    assert installed.vmm_dir.parent == installed.bhyve.parent.parent
     assert installed.label == "bhyve (emulated over QEMU, personality 14)"
     assert sys.executable in text

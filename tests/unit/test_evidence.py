@@ -49,6 +49,7 @@ class IdleVM(VirtualMachine):
 
 class IdleDriver(HypervisorDriver):
     name = "idle"
+    program = "idle-hypervisor"
 
     def host_checks(self):
         return []

@@ -19,9 +19,9 @@ def _image(tmp_path: Path) -> GuestImage:
                       disk=tmp_path / "disk.img", config_drive=True)
 
 
-def _vm(tmp_path, **spec_args):
+def _vm(tmp_path, settings=None, **spec_args):
     spec = VMSpec(name="guest0", image=_image(tmp_path), **spec_args)
-    driver = QemuDriver(HostSettings(accel="tcg"))
+    driver = QemuDriver(settings or HostSettings(accel="tcg"))
     return driver.new_vm(spec, VMContext(tmp_path, tmp_path, Ledger(tmp_path), print))
 
 
@@ -67,6 +67,25 @@ def test_restore_is_the_boot_command_waiting_for_incoming_state(tmp_path):
     checkpoint = Checkpoint(tmp_path / "c.ckp", (tmp_path / "c.ckp",), "qemu", vm.spec,
                             "suspend")
     assert vm.restore_argv(checkpoint) == [*vm.boot_argv(), "-incoming", "defer"]
+
+
+def test_a_cross_build_restore_runs_the_other_qemu_with_the_same_arguments(tmp_path):
+    vm = _vm(tmp_path, HostSettings(accel="tcg", restore_with="/opt/qemu-8/bin/qemu"))
+    checkpoint = Checkpoint(tmp_path / "c.ckp", (tmp_path / "c.ckp",), "qemu", vm.spec,
+                            "suspend")
+    boot = vm.boot_argv()
+    assert boot[0] == "qemu-system-x86_64"
+    assert vm.restore_argv(checkpoint) == ["/opt/qemu-8/bin/qemu", *boot[1:], "-incoming",
+                                           "defer"]
+
+
+def test_a_missing_restore_build_blocks_the_run_before_anything_boots():
+    driver = QemuDriver(HostSettings(restore_with="/nonexistent/qemu"))
+    (check,) = [c for c in driver.host_checks() if c.name.startswith("restore build")]
+    assert check.name == "restore build /nonexistent/qemu"
+    assert "--restore-with" in check.fix
+    assert driver.restore_build_provenance() == {"restore_with": [
+        {"name": "/nonexistent/qemu", "path": None, "sha256": None, "version": None}]}
 
 
 def test_unknown_device_model_is_rejected_with_the_choices(tmp_path):

@@ -64,7 +64,7 @@ def write_checkpoint(path: Path, vm: SavedVM, pci: list[tuple[str, str]]) -> Non
     write_kern_and_meta(path, PERSONALITY, vm, pci)
 
 
-def restore(path: str) -> tuple[int, int] | None:
+def restore(path: str, pci: list[tuple[str, str]]) -> tuple[int, int] | None:
     """load_restore_file() and the restore block of main(); the saved memory size and vCPUs,
     or None after printing upstream's words for a failure."""
     saved = load_restore_file(path)
@@ -73,7 +73,8 @@ def restore(path: str) -> tuple[int, int] | None:
     time.sleep(RESTORE_S)
     if not restore_memory_checked(path, saved.memsize):
         return None
-    restore_finished()
+    if not restore_finished(path, PERSONALITY, pci):
+        return None
     return saved.memsize, saved.ncpus
 
 
@@ -85,7 +86,7 @@ def main() -> int:
     name = parsed.positional[0]
     memsize, ncpus = memory_bytes(options["m"]), int(options["c"])
     if "r" in options:
-        restored = restore(options["r"])
+        restored = restore(options["r"], pci_slots(parsed.options))
         if restored is None:
             return 1
         memsize, ncpus = restored
