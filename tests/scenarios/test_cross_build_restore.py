@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from innerruns import SEED_SCENARIO, TEARDOWN_S, assert_nothing_left
 
+from fixtures.drivers import get_driver
+
 pytestmark = pytest.mark.scenario
 
 #: The commands.log line of a restore (the hypervisor's command line is recorded as run).
@@ -43,10 +45,18 @@ def restore_programs(commands_log: str) -> list[str]:
     return [m["program"] for m in RESTORE_LINE.finditer(commands_log)]
 
 
-def test_the_seed_scenario_passes_across_builds(lab, scenario, hypervisor, tmp_path):
+def inner_program(lab, scenario, monkeypatch) -> str:
+    """The hypervisor executable the inner run's driver boots with (the emulated bhyve is
+    installed per state directory, with that directory's paths in it)."""
+    with monkeypatch.context() as env:
+        env.setenv("BHYVE_SNAPTEST_STATE", str(lab.state_dir))
+        return get_driver(scenario.hypervisor, scenario.host).program
+
+
+def test_the_seed_scenario_passes_across_builds(lab, scenario, tmp_path, monkeypatch):
     """Boot and suspend with the build under test, restore with the other: PASS."""
     other = scenario.host.restore_with or str(other_build(
-        tmp_path / "other-build", hypervisor.program,
+        tmp_path / "other-build", inner_program(lab, scenario, monkeypatch),
         comment="a stand-in for another build: the same program"))
     run = lab.start("across", SEED_SCENARIO, "--restore-with", other)
     status = run.wait_exit(scenario.boot_timeout_s + 4 * scenario.step_timeout_s, lab.watch)
@@ -59,10 +69,11 @@ def test_the_seed_scenario_passes_across_builds(lab, scenario, hypervisor, tmp_p
 
 @pytest.mark.hypervisor("qemu")
 def test_a_build_that_cannot_read_the_checkpoint_fails_the_restore_in_its_words(
-        lab, scenario, hypervisor, tmp_path):
+        lab, scenario, tmp_path, monkeypatch):
     """QEMU with the i440fx machine instead of q35 refuses a q35 migration stream: the
     restore fails with QEMU's message, promptly, and the run leaves nothing behind."""
-    other = other_build(tmp_path / "i440fx-build", hypervisor.program, replace=("q35", "pc"),
+    other = other_build(tmp_path / "i440fx-build", inner_program(lab, scenario, monkeypatch),
+                        replace=("q35", "pc"),
                         comment="another build: the same QEMU with the i440fx machine")
     run = lab.start("refused", SEED_SCENARIO, "--restore-with", str(other), "--tb=short")
     status = run.wait_exit(scenario.boot_timeout_s + 3 * scenario.step_timeout_s + TEARDOWN_S,
