@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import shutil
 import statistics
 import sys
@@ -17,7 +18,12 @@ from fixtures import cli
 from fixtures.compare import ab
 from fixtures.compare.report import compare, table
 from fixtures.compare.samples import base_nodeid, collect
-from fixtures.compare.stats import NO_CHANGE, compare_metric, compare_pass_rates
+from fixtures.compare.stats import (
+    NO_CHANGE,
+    compare_metric,
+    compare_metrics,
+    compare_pass_rates,
+)
 from fixtures.errors import ConfigError
 
 SAMPLES = Path(__file__).parent / "samples" / "report"
@@ -88,6 +94,44 @@ def test_one_run_or_none_is_not_compared():
     assert missing.verdict == "not compared: no values in A" and missing.median_a is None
 
 
+def benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """The BH adjustment by its definition: p(i) * m / i from the largest down, each no
+    larger than the one above it."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 1.0
+    for rank in range(m, 0, -1):
+        i = order[rank - 1]
+        running = min(running, p_values[i] * m / rank)
+        adjusted[i] = running
+    return adjusted
+
+
+def test_many_metrics_of_the_same_build_are_not_called_changed_by_chance():
+    """Fifteen metrics drawn from one distribution for both sides: one raw p-value falls
+    below 0.05 (as one in twenty will), the adjusted ones do not, and no verdict is made,
+    even with no threshold on the size of the change."""
+    rng = random.Random(2)
+    values = {f"m{i}_s": ([rng.gauss(1, 0.1) for _ in range(10)],
+                          [rng.gauss(1, 0.1) for _ in range(10)]) for i in range(15)}
+    results = compare_metrics(values, threshold=0.0)
+    raw = [r.p_value for r in results]
+    assert min(raw) < 0.05
+    assert [r.p_adjusted for r in results] == pytest.approx(benjamini_hochberg(raw))
+    assert all(r.verdict == NO_CHANGE for r in results)
+
+
+def test_a_real_difference_survives_the_adjustment():
+    quiet = {f"m{i}_s": ([1.0, 1.1, 0.9, 1.0, 1.05], [1.0, 1.1, 0.9, 1.0, 1.05])
+             for i in range(10)}
+    slow = {"suspend_s": ([0.40, 0.42, 0.41, 0.43, 0.40, 0.41, 0.42, 0.40, 0.43, 0.41],
+                          [0.80, 0.84, 0.82, 0.86, 0.81, 0.83, 0.85, 0.80, 0.82, 0.84])}
+    results = {r.metric: r for r in compare_metrics({**quiet, **slow})}
+    assert results["suspend_s"].verdict == "slower"
+    assert results["suspend_s"].p_adjusted < 0.01
+    assert all(results[name].verdict == NO_CHANGE for name in quiet)
+
+
 def test_pass_rates_are_compared_with_fishers_exact_test():
     # Table [[10, 0], [5, 5]]: the hypergeometric tail, 2 * C(10,5) * C(10,0)... / C(20,15)
     rates = compare_pass_rates(10, 10, 5, 10)
@@ -133,8 +177,9 @@ def _runs(tmp_path: Path, name: str, suspend_s: list[float]) -> Path:
 
 
 def test_the_command_exits_1_on_a_regression_and_writes_json_and_a_page(tmp_path, capsys):
-    a = _runs(tmp_path, "a", [0.40, 0.42, 0.41, 0.43, 0.40])
-    b = _runs(tmp_path, "b", [0.80, 0.84, 0.82, 0.86, 0.81])
+    # Eight runs a side: enough for a p-value that survives the adjustment for 15 metrics.
+    a = _runs(tmp_path, "a", [0.40, 0.42, 0.41, 0.43, 0.40, 0.42, 0.41, 0.43])
+    b = _runs(tmp_path, "b", [0.80, 0.84, 0.82, 0.86, 0.81, 0.83, 0.85, 0.80])
     assert cli.main(["compare", str(a), str(b), "--output", str(tmp_path / "out")]) == 1
     out = capsys.readouterr().out
     assert f"B regressed: {SEED}: suspend_s slower" in out
@@ -177,26 +222,26 @@ INNER = """
 
 def test_ab_runs_both_sides_interleaved_and_finds_the_one_difference(tmp_path, capsys,
                                                                      monkeypatch):
-    """Four runs a side of a test without a VM whose 'suspended_s' is the option's value:
+    """Five runs a side of a test without a VM whose 'suspended_s' is the option's value:
     B's longer --suspended-for is found, and the constant boot_to_ssh_s is not."""
     monkeypatch.setenv("BHYVE_SNAPTEST_STATE", str(tmp_path / "state"))
     test = tmp_path / "test_inner.py"
     test.write_text("\n".join(line[4:] for line in INNER.splitlines()))
     output = tmp_path / "ab"
     status = cli.main(["ab", "--a", "--suspended-for 5", "--b", "--suspended-for 6",
-                       "--repeat", "4", "--tests", str(test), "--output", str(output),
+                       "--repeat", "5", "--tests", str(test), "--output", str(output),
                        "-p", "fixtures.plugin", "-p", "fixtures.report.terminal",
                        "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini")])
     out = capsys.readouterr().out
     assert status == 1, out
     assert [line.split(",")[1].strip()[:6] for line in out.splitlines()
             if line.startswith("ab: run ") and line.endswith("s") and "passed" in line] == \
-        ["side A", "side B"] * 4
+        ["side A", "side B"] * 5
     data = json.loads((output / "compare.json").read_text())
     assert data["regressions"] == ["test_inner.py::test_inner: suspended_s slower"]
     verdicts = {m["metric"]: m["verdict"] for m in data["tests"][0]["metrics"]}
     assert verdicts["boot_to_ssh_s"] == NO_CHANGE
-    assert len([p for p in (output / "a").glob("*/junit.xml") if not p.parent.is_symlink()]) == 4
+    assert len([p for p in (output / "a").glob("*/junit.xml") if not p.parent.is_symlink()]) == 5
 
 
 @pytest.fixture(autouse=True)
