@@ -141,6 +141,7 @@ def test_disk_is_the_raw_image_enlarged_sparsely(mirror, cache):
 
 def test_files_are_read_only(mirror, cache):
     image = _build(cache)
+    assert _mode(image) == 0o555
     assert _mode(image / "disk.img") == 0o444
     assert _mode(image / "id_ed25519") == 0o400
     assert _mode(image / "id_ed25519.pub") == 0o444
@@ -168,6 +169,7 @@ def test_forced_rebuild_reuses_the_verified_download(mirror, cache):
     old_key = (first / "id_ed25519.pub").read_text()
     again = _build(cache, force=True)
     assert again == first
+    assert _mode(again) == 0o555, "the rebuilt directory is read-only too"
     assert mirror.requests[2:] == [f"/{LATEST}/CHECKSUM.SHA256"]
     assert (again / "id_ed25519.pub").read_text() != old_key
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]
@@ -194,8 +196,16 @@ def test_damaged_cached_download_is_fetched_again(mirror, cache):
     assert hashlib.sha256(download.read_bytes()).hexdigest() == mirror.xz_sha256
 
 
-def test_progress_bars_do_not_break_the_build(mirror, cache):
+def test_progress_in_a_log_is_plain_lines(mirror, cache, capsys):
+    """Under pytest stderr is no terminal, as in CI: whole lines, no carriage returns."""
     assert freebsd.build_freebsd_image(cache, progress=True).is_dir()
+    captured = capsys.readouterr()
+    assert captured.out == "", "progress and log lines stay off stdout"
+    lines = captured.err.splitlines()
+    assert "\r" not in captured.err
+    assert lines[0] == f"FreeBSD {RELEASE}: {mirror.image_url()}"
+    assert any(line.startswith(f"download {NAME}: 100% (") for line in lines)
+    assert any(line.startswith(f"decompress {mirror.xz_sha256}.xz: 100% (") for line in lines)
 
 
 # --- failures --------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import json
 import shutil
 import stat
 import struct
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -440,6 +442,41 @@ def test_cached_build_returns_at_once_and_a_recipe_change_rebuilds(tmp_path, rec
     with pytest.raises(AssertionError, match="built although"):
         linux.build_linux_image(tmp_path / "cache", recipe_dir=recipe_dir, progress=False)
     assert not list((tmp_path / "cache").glob(".build-*")), "temporary build dir left behind"
+
+
+def test_concurrent_builds_of_one_digest_assemble_once(tmp_path, recipe_dir, monkeypatch):
+    """Two builds at once (threads: flock(2) locks conflict between open files, not only
+    between processes): the second waits on the first's lock and returns its result."""
+    monkeypatch.setattr(linux, "check_host_tools", lambda: None)
+    monkeypatch.setattr(linux, "resolve_packages", lambda recipe, apt_dir: RESOLUTION)
+    assembled = []
+
+    def slow_assemble(recipe, resolution, digest, *, work, debs_dir, bar):
+        assembled.append(digest)
+        time.sleep(0.5)
+        image = work / "image"
+        image.mkdir()
+        for name in linux.IMAGE_FILES:
+            (image / name).write_text(name)
+
+    monkeypatch.setattr(linux, "_assemble", slow_assemble)
+    results = []
+
+    def build():
+        results.append(linux.build_linux_image(tmp_path / "cache", recipe_dir=recipe_dir,
+                                               progress=False))
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(assembled) == 1 and len(results) == 2 and results[0] == results[1]
+    assert stat.S_IMODE(results[0].stat().st_mode) == 0o555
+    assert stat.S_IMODE((results[0] / "disk.img").stat().st_mode) == 0o444
+    assert linux.find_linux_image(tmp_path / "cache") == results[0]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "linux", results[0].name]
 
 
 def test_find_image_needs_a_complete_build_and_no_apt(tmp_path, monkeypatch):
