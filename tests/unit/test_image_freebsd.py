@@ -7,14 +7,10 @@ failure names what failed (URL, both sums) and what to do about it.
 
 import hashlib
 import json
-import lzma
 import os
 import socket
 import stat
-import threading
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -22,19 +18,14 @@ from fixtures import images
 from fixtures.config import GuestImage
 from fixtures.errors import ConfigError, ImageError
 from fixtures.images import freebsd
+from tests.unit.freebsd_mirror import RAW, checksum_line, publish_release, publish_snapshot, serve
 
 RELEASE = "14.3"
+FULL = "14.3-RELEASE"
 NAME = "FreeBSD-14.3-RELEASE-amd64-BASIC-CLOUDINIT-ufs.raw.xz"
 LATEST = "releases/VM-IMAGES/14.3-RELEASE/amd64/Latest"
-#: A stand-in raw disk: data, a run of zeros (a hole in disk.img), data, trailing zeros.
-RAW = (b"FAKE FreeBSD raw disk\n" + bytes(range(256)) * 16 + bytes(192 * 1024)
-       + b"tail" * 1024 + bytes(64 * 1024))
 MANIFEST_KEYS = {"name", "release", "source_url", "source_sha256", "digest", "built_at",
                  "disk", "ssh_user", "ssh_key", "ready_pattern", "guest_dir", "boot"}
-
-
-def _checksum_line(name, data):
-    return f"SHA256 ({name}) = {hashlib.sha256(data).hexdigest()}\n"
 
 
 @dataclass
@@ -42,13 +33,14 @@ class Mirror:
     """The loopback server's files and the paths it was asked for."""
 
     url: str
-    latest: Path
+    root: object
+    latest: object
     xz_sha256: str
     requests: list
 
-    def image_url(self, release=RELEASE):
-        return f"{self.url}/releases/VM-IMAGES/{release}-RELEASE/amd64/Latest/" \
-               f"FreeBSD-{release}-RELEASE-amd64-BASIC-CLOUDINIT-ufs.raw.xz"
+    def image_url(self, release=FULL):
+        return f"{self.url}/releases/VM-IMAGES/{release}/amd64/Latest/" \
+               f"FreeBSD-{release}-amd64-BASIC-CLOUDINIT-ufs.raw.xz"
 
     def write_checksums(self, text):
         (self.latest / "CHECKSUM.SHA256").write_text(text)
@@ -57,34 +49,11 @@ class Mirror:
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     root = tmp_path / "mirror"
-    latest = root / LATEST
-    latest.mkdir(parents=True)
-    xz = lzma.compress(RAW, format=lzma.FORMAT_XZ)
-    (latest / NAME).write_bytes(xz)
-    (latest / "CHECKSUM.SHA256").write_text(
-        _checksum_line(NAME.replace("ufs.raw", "ufs.qcow2"), b"qcow2") + _checksum_line(NAME, xz))
-    requests = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-        def log_message(self, format, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv(freebsd.MIRROR_ENV, url)
-    yield Mirror(url, latest, hashlib.sha256(xz).hexdigest(), requests)
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    latest = publish_release(root, FULL)
+    with serve(root) as served:
+        monkeypatch.setenv(freebsd.MIRROR_ENV, served.url)
+        yield Mirror(served.url, root, latest,
+                     hashlib.sha256((latest / NAME).read_bytes()).hexdigest(), served.requests)
 
 
 @pytest.fixture
@@ -111,14 +80,14 @@ def _closed_port():
 
 def test_build_lays_out_the_image_directory(mirror, cache):
     image = _build(cache)
-    digest = freebsd.image_digest(RELEASE, mirror.xz_sha256)
-    assert image == cache.absolute() / f"freebsd-{RELEASE}-{digest}"
+    digest = freebsd.image_digest(FULL, mirror.xz_sha256)
+    assert image == cache.absolute() / f"freebsd-{FULL}-{digest}"
     assert sorted(p.name for p in image.iterdir()) == ["disk.img", "id_ed25519",
                                                        "id_ed25519.pub", "manifest.json"]
     manifest = json.loads((image / "manifest.json").read_text())
     assert set(manifest) == MANIFEST_KEYS
     assert manifest | {"built_at": None} == {
-        "name": "freebsd", "release": "14.3", "source_url": mirror.image_url(),
+        "name": "freebsd", "release": FULL, "source_url": mirror.image_url(),
         "source_sha256": mirror.xz_sha256, "digest": digest, "built_at": None,
         "disk": "disk.img", "ssh_user": "freebsd", "ssh_key": "id_ed25519",
         "ready_pattern": None, "guest_dir": "/home/freebsd/snaptest", "boot": "uefi-disk"}
@@ -203,7 +172,7 @@ def test_progress_in_a_log_is_plain_lines(mirror, cache, capsys):
     assert captured.out == "", "progress and log lines stay off stdout"
     lines = captured.err.splitlines()
     assert "\r" not in captured.err
-    assert lines[0] == f"FreeBSD {RELEASE}: {mirror.image_url()}"
+    assert lines[0] == f"FreeBSD {FULL}: {mirror.image_url()}"
     assert any(line.startswith(f"download {NAME}: 100% (") for line in lines)
     assert any(line.startswith(f"decompress {mirror.xz_sha256}.xz: 100% (") for line in lines)
 
@@ -248,7 +217,7 @@ def test_unreachable_server_says_how_to_do_without_it(cache, monkeypatch):
 
 
 def test_checksum_file_without_the_image(mirror, cache):
-    mirror.write_checksums(_checksum_line("FreeBSD-14.3-RELEASE-amd64-ufs.raw.xz", b"x"))
+    mirror.write_checksums(checksum_line("FreeBSD-14.3-RELEASE-amd64-ufs.raw.xz", b"x"))
     with pytest.raises(ImageError, match=f"lists no {NAME}"):
         _build(cache)
 
@@ -256,22 +225,151 @@ def test_checksum_file_without_the_image(mirror, cache):
 def test_corrupt_xz_is_an_image_error(mirror, cache):
     data = b"\xfd7zXZ\x00 not really xz"
     (mirror.latest / NAME).write_bytes(data)
-    mirror.write_checksums(_checksum_line(NAME, data))
+    mirror.write_checksums(checksum_line(NAME, data))
     with pytest.raises(ImageError, match="not a valid xz file"):
         _build(cache)
     assert not (cache / "freebsd").exists()
 
 
-@pytest.mark.parametrize("release", ["14", "14.3-RELEASE", "14.3.1", "x.y", "", "../14.3"])
+@pytest.mark.parametrize("release", ["14", "14.3.1", "x.y", "", "../14.3", "14.3-release",
+                                     "15.0-RC", "15.0-BETA", "15.0-CURRENT-20250605",
+                                     "15.0-CURRENT-2025060-abc-1", "15.0-RC1/../x"])
 def test_bad_release_is_a_config_error(cache, release):
-    with pytest.raises(ConfigError, match=r"MAJOR\.MINOR"):
+    with pytest.raises(ConfigError, match=r"MAJOR\.MINOR.*-RCn.*-CURRENT"):
         _build(cache, release=release)
+
+
+def test_a_build_suffix_on_a_release_is_refused(cache):
+    with pytest.raises(ConfigError, match=r"only snapshots .* use 15\.0-RC1"):
+        _build(cache, release="15.0-RC1-20250605-0123abc-277890")
 
 
 def test_bad_mirror_url_is_a_config_error(cache, monkeypatch):
     monkeypatch.setenv(freebsd.MIRROR_ENV, "ftp.example.org/pub/FreeBSD")
     with pytest.raises(ConfigError, match=freebsd.MIRROR_ENV):
         _build(cache)
+
+
+# --- releases, pre-releases and snapshots ----------------------------------------------------
+#
+# Layouts as release/Makefile.mirrors stages them (see freebsd.py and freebsd_mirror.py).
+
+SUFFIX = "20250605-0123abcdef-277890"
+NEWER = "20250612-fedcba9876-277999"
+SNAP = "snapshots/VM-IMAGES/15.0-CURRENT/amd64"
+
+
+@pytest.mark.parametrize(("given", "name", "snapshot", "moves"), [
+    ("14.3", "14.3-RELEASE", False, False),
+    ("14.3-RELEASE", "14.3-RELEASE", False, False),
+    ("15.0-BETA2", "15.0-BETA2", False, False),
+    ("15.0-RC1", "15.0-RC1", False, False),
+    ("15.0-ALPHA3", "15.0-ALPHA3", True, True),
+    ("15.0-CURRENT", "15.0-CURRENT", True, True),
+    ("14.3-STABLE", "14.3-STABLE", True, True),
+    ("14.3-PRERELEASE", "14.3-PRERELEASE", True, True),
+    (f"15.0-CURRENT-{SUFFIX}", f"15.0-CURRENT-{SUFFIX}", True, False),
+])
+def test_release_names(given, name, snapshot, moves):
+    release = freebsd.check_release(given)
+    assert (release.name, release.snapshot, release.moves) == (name, snapshot, moves)
+
+
+def test_default_release_is_the_release_of_default():
+    assert freebsd.check_release(None).name == f"{freebsd.DEFAULT_RELEASE}-RELEASE"
+
+
+@pytest.mark.parametrize("branch", ["15.0-BETA2", "15.0-RC1"])
+def test_prerelease_comes_from_releases_latest(mirror, cache, branch):
+    publish_release(mirror.root, branch)
+    image = _build(cache, release=branch)
+    latest = f"/releases/VM-IMAGES/{branch}/amd64/Latest"
+    assert mirror.requests == [f"{latest}/CHECKSUM.SHA256",
+                               f"{latest}/FreeBSD-{branch}-amd64-BASIC-CLOUDINIT-ufs.raw.xz"]
+    assert image.name.startswith(f"freebsd-{branch}-")
+    manifest = json.loads((image / "manifest.json").read_text())
+    assert manifest["release"] == branch and manifest["source_url"] == mirror.image_url(branch)
+
+
+def test_prereleases_are_kept_apart_and_share_a_download(mirror, cache):
+    publish_release(mirror.root, "15.0-BETA2")
+    publish_release(mirror.root, "15.0-RC1")  # the same bytes: one download serves both
+    beta = _build(cache, release="15.0-BETA2")
+    rc = _build(cache, release="15.0-RC1")
+    assert beta != rc and freebsd.is_complete(beta) and freebsd.is_complete(rc)
+    assert sum(path.endswith(".raw.xz") for path in mirror.requests) == 1
+    assert freebsd.find_freebsd_image(cache) == rc
+    assert _build(cache, release="15.0-BETA2") == beta, "each finds its own build again"
+
+
+@pytest.mark.parametrize("branch", ["15.0-CURRENT", "14.3-STABLE"])
+def test_snapshot_comes_from_its_dated_directory(mirror, cache, branch):
+    path = publish_snapshot(mirror.root, branch, SUFFIX)
+    assert path == (f"snapshots/VM-IMAGES/{branch}/amd64/20250605/"
+                    f"FreeBSD-{branch}-amd64-BASIC-CLOUDINIT-{SUFFIX}-ufs.raw.xz")
+    image = _build(cache, release=branch)
+    assert mirror.requests == [f"/snapshots/VM-IMAGES/{branch}/amd64/Latest/CHECKSUM.SHA256",
+                               f"/{path}"]
+    manifest = json.loads((image / "manifest.json").read_text())
+    assert manifest["release"] == branch and manifest["source_url"] == f"{mirror.url}/{path}"
+    with (image / "disk.img").open("rb") as disk:
+        assert disk.read(len(RAW)) == RAW
+
+
+def test_a_snapshot_build_asks_latest_each_time(mirror, cache):
+    publish_snapshot(mirror.root, "15.0-CURRENT", SUFFIX)
+    first = _build(cache, release="15.0-CURRENT")
+    assert _build(cache, release="15.0-CURRENT") == first
+    assert mirror.requests[2:] == [f"/{SNAP}/Latest/CHECKSUM.SHA256"], "no new download"
+    newer = publish_snapshot(mirror.root, "15.0-CURRENT", NEWER, raw=RAW + b"newer".ljust(512))
+    second = _build(cache, release="15.0-CURRENT")
+    assert second != first and freebsd.is_complete(first)
+    assert mirror.requests[3:] == [f"/{SNAP}/Latest/CHECKSUM.SHA256", f"/{newer}"]
+    assert freebsd.find_freebsd_image(cache) == second
+
+
+def test_a_named_snapshot_build_is_fixed(mirror, cache, monkeypatch):
+    older = publish_snapshot(mirror.root, "15.0-CURRENT", SUFFIX)
+    publish_snapshot(mirror.root, "15.0-CURRENT", NEWER, raw=RAW + b"newer".ljust(512))
+    image = _build(cache, release=f"15.0-CURRENT-{SUFFIX}")
+    assert mirror.requests == [f"/{SNAP}/20250605/CHECKSUM.SHA256-{SUFFIX}", f"/{older}"]
+    assert image.name.startswith(f"freebsd-15.0-CURRENT-{SUFFIX}-")
+    monkeypatch.setenv(freebsd.MIRROR_ENV, f"http://127.0.0.1:{_closed_port()}")
+    assert _build(cache, release=f"15.0-CURRENT-{SUFFIX}") == image, "found offline"
+
+
+def test_a_named_snapshot_gone_from_the_mirror_says_so(mirror, cache):
+    with pytest.raises(ImageError, match="404") as caught:
+        _build(cache, release="15.0-CURRENT-20240101-abc123-270000")
+    message = str(caught.value)
+    assert f"{mirror.url}/{SNAP}/20240101/CHECKSUM.SHA256-20240101-abc123-270000" in message
+    assert "few weeks" in message
+
+
+@pytest.mark.parametrize("builds", [[], [SUFFIX, NEWER]])
+def test_latest_must_list_one_snapshot_build(mirror, cache, builds):
+    publish_snapshot(mirror.root, "15.0-CURRENT", SUFFIX)
+    stem = "FreeBSD-15.0-CURRENT-amd64-BASIC-CLOUDINIT"
+    (mirror.root / SNAP / "Latest" / "CHECKSUM.SHA256").write_text(
+        "".join(checksum_line(f"{stem}-{b}-ufs.raw.xz", b.encode()) for b in builds)
+        + checksum_line(f"{stem}-{SUFFIX}-ufs.qcow2.xz", b"qcow2"))
+    with pytest.raises(ImageError, match=f"lists {len(builds) or 'no'} snapshot builds") as caught:
+        _build(cache, release="15.0-CURRENT")
+    assert all(b in str(caught.value) for b in builds)
+    assert "--release 15.0-CURRENT-YYYYMMDD-GITREV-COUNT" in str(caught.value)
+
+
+def test_a_file_url_mirror_serves_releases_and_snapshots(tmp_path, cache, monkeypatch):
+    root = tmp_path / "mirror"
+    publish_release(root, "15.0-RC1")
+    publish_snapshot(root, "15.0-CURRENT", SUFFIX)
+    monkeypatch.setenv(freebsd.MIRROR_ENV, root.as_uri())
+    rc = _build(cache, release="15.0-RC1")
+    current = _build(cache, release="15.0-CURRENT")
+    assert rc != current and freebsd.is_complete(rc) and freebsd.is_complete(current)
+    source = json.loads((current / "manifest.json").read_text())["source_url"]
+    assert source == f"{root.as_uri()}/{SNAP}/20250605/" \
+                     f"FreeBSD-15.0-CURRENT-amd64-BASIC-CLOUDINIT-{SUFFIX}-ufs.raw.xz"
 
 
 # --- checksums, digest, disk -----------------------------------------------------------------
