@@ -24,7 +24,7 @@ from fixtures.compare.stats import (
     compare_metrics,
     compare_pass_rates,
 )
-from fixtures.errors import ConfigError
+from fixtures.errors import ConfigError, ExitStatus
 
 SAMPLES = Path(__file__).parent / "samples" / "report"
 SEED = "tests/scenarios/test_suspend_restore.py::test_busy_guest_survives_suspend_and_restore"
@@ -192,10 +192,10 @@ def test_the_command_exits_1_on_a_regression_and_writes_json_and_a_page(tmp_path
 
 
 def test_the_command_says_what_it_needs(tmp_path, capsys):
-    assert cli.main(["compare", str(tmp_path), str(SAMPLES / "seed-passed")]) == 2
+    usage_error = ExitStatus.USAGE_ERROR
+    assert cli.main(["compare", str(tmp_path), str(SAMPLES / "seed-passed")]) == usage_error
     assert "holds no run's results" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["compare", "a", "b", "--threshold", "5"])
+    assert cli.main(["compare", "a", "b", "--threshold", "5"]) == usage_error
     assert "'5' is not a number between 0 and 1" in capsys.readouterr().err
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from fixtures.cli import main
 from fixtures.drivers.bhyve import BhyveDriver
-from fixtures.errors import ConfigError, PrerequisiteMissing
+from fixtures.errors import ConfigError, ExitStatus, PrerequisiteMissing
 from fixtures.hostcheck import FAIL, NOT_CHECKED, OK, WARN, HostCheck, evaluate, require, table
 
 
@@ -52,7 +52,7 @@ def test_the_table_shows_the_fix_under_each_failing_row():
 def test_doctor_for_bhyve_on_linux_checks_the_emulation_and_says_so(capsys, tmp_path):
     status = main(["doctor", "--hypervisor", "bhyve", "--image", str(tmp_path / "none")])
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == ExitStatus.PREREQUISITE
     assert "bhyve (emulated over QEMU, personality main): proves the driver, not bhyve" in out
     assert "vmm.ko" not in out, "a FreeBSD kernel check on a Linux host"
     assert "block a run: guest image" in out
@@ -65,7 +65,7 @@ def test_doctor_for_qemu_passes_with_what_it_needs(capsys, tmp_path):
                    "--firmware-code", str(firmware), "--firmware-vars", str(firmware),
                    "--image", str(tmp_path / "none")])
     out = capsys.readouterr().out
-    assert status == 1, "the image is not built"
+    assert status == ExitStatus.PREREQUISITE, "the image is not built"
     assert f"QEMU found               ok           {sys.executable}" in out
     assert "UEFI firmware code       ok" in out
     assert "block a run: guest image" in out

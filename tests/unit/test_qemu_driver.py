@@ -10,7 +10,7 @@ from fixtures.config import GuestImage, VMSpec
 from fixtures.drivers import get_driver
 from fixtures.drivers.base import Checkpoint, HostSettings, VMContext
 from fixtures.drivers.qemu import QemuDriver, choose_accel
-from fixtures.errors import ConfigError, PrerequisiteMissing
+from fixtures.errors import ConfigError, ExitStatus, PrerequisiteMissing
 from fixtures.ledger import Ledger
 
 
@@ -139,5 +139,5 @@ def test_plan_prints_boot_suspend_and_restore(capsys, tmp_path):
 
 
 def test_plan_rejects_a_bad_option_value(capsys):
-    assert main(["plan", "--memory", "lots"]) == 2
+    assert main(["plan", "--memory", "lots"]) == ExitStatus.USAGE_ERROR
     assert "bad size 'lots'" in capsys.readouterr().err

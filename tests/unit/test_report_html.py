@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import cli
+from fixtures.errors import ExitStatus
 from fixtures.report.model import (
     PingGap,
     PingReply,
@@ -151,7 +152,7 @@ def test_the_command_rebuilds_a_page_from_a_copied_folder(sample, capsys):
 
 
 def test_the_command_refuses_a_folder_without_results(tmp_path, capsys):
-    assert cli.main(["report", str(tmp_path)]) == 2
+    assert cli.main(["report", str(tmp_path)]) == ExitStatus.USAGE_ERROR
     assert "has no junit.xml: pass a run's results folder" in capsys.readouterr().err
 
 
@@ -187,7 +188,12 @@ def test_gaps_are_the_sequence_numbers_without_a_reply():
 
 def test_junit_names_become_node_ids_again():
     case = ET.fromstring('<testcase classname="tests.unit.test_x.TestY" name="test_z[a]"/>')
-    assert _nodeid(case) == "tests/unit/test_x.py::TestY::test_z[a]"
+    assert _nodeid(case, "") == "tests/unit/test_x.py::TestY::test_z[a]"
     case = ET.fromstring('<testcase classname="tests.scenarios.test_suspend_restore" '
                          'name="test_busy_guest_survives_suspend_and_restore"/>')
-    assert _nodeid(case) == SEED
+    assert _nodeid(case, "") == SEED
+    # The run's prefix (fixtures.junit: hypervisor and configuration) is not the module's.
+    case = ET.fromstring('<testcase classname="bhyve-14_3-RELEASE-nvme.tests.scenarios.'
+                         'test_suspend_restore" name="test_busy_guest_survives_suspend_and_'
+                         'restore"/>')
+    assert _nodeid(case, "bhyve-14_3-RELEASE-nvme") == SEED
