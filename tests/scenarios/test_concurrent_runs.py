@@ -38,11 +38,12 @@ from innerruns import (
     read_all_entries,
 )
 
+from fixtures import REPO_ROOT
 from fixtures.ledger import LEDGER_FILE
-from fixtures.options import REPO_ROOT, ScenarioOptions
+from fixtures.options import ScenarioOptions
 from fixtures.results import TestResults
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
 #: How the QEMU driver forwards each guest's SSH port (for the no-collision check).
 HOSTFWD = re.compile(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-")

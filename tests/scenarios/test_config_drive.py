@@ -13,7 +13,7 @@ import pytest
 from fixtures.errors import HarnessError
 from fixtures.images.bootdisk import DATA_PARTITION, ESP_TYPE, partitions
 
-pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("qemu")]
+pytestmark = [pytest.mark.scenario, pytest.mark.selftest, pytest.mark.hypervisor("qemu")]
 
 OTHER_ADDRESS = "10.0.2.20"
 

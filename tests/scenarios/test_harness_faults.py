@@ -31,7 +31,7 @@ from fixtures.ledger import LEDGER_FILE
 from fixtures.options import ScenarioOptions
 from fixtures.results import TestResults
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
 #: The run after a kill -9: a whole VM lifecycle (boot, suspend, restore, a guest command)
 #: in the dead run's state directory, without the seed's workloads, whose sizing is the

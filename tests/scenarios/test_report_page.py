@@ -14,7 +14,7 @@ from fixtures.errors import PrerequisiteMissing
 from fixtures.report.browser import check_page, require_browser
 from fixtures.report.page import REPORT_FILE
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
 #: The seed run's page draws two plots: phases with the workloads, and the ping.
 SEED_PLOTS = 2

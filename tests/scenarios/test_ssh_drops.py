@@ -10,7 +10,7 @@ import pytest
 from fixtures.errors import GuestError
 from fixtures.guest import SSH_RETRIES
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
 #: Drops its own connection the first time only (a flag file in the guest says it did).
 DROP_ONCE = ("[ -e /tmp/snaptest-dropped ] || { touch /tmp/snaptest-dropped; kill -9 $PPID; "
