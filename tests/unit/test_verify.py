@@ -8,7 +8,7 @@ import pytest
 
 from fixtures.cli import main
 from fixtures.drivers.base import HostSettings
-from fixtures.errors import ConfigError
+from fixtures.errors import ConfigError, ExitStatus
 from fixtures.verify import CaseOutcome, check_libvmmapi, outcomes, verdict
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
@@ -25,7 +25,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_verify_on_linux_says_at_once_that_it_needs_a_freebsd_host(capsys, tmp_path):
     status = main(["verify", "--bhyve", "/usr/obj/bhyve", "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == ExitStatus.PREREQUISITE
     assert "It needs a FreeBSD host with the patched bhyve" in out
     assert re.search(r"^FreeBSD host +FAIL", out, re.MULTILINE)
     assert list(tmp_path.iterdir()) == [], "nothing ran"
@@ -38,7 +38,7 @@ def test_verify_refuses_a_bhyve_without_minus_t(capsys, freebsd_host, tmp_path):
                    settings.bhyvectl_binary, "--firmware-code", str(settings.firmware_code),
                    "--results-dir", str(tmp_path / "results")])
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == ExitStatus.PREREQUISITE
     assert "bhyve -t (review D34547)  FAIL         --checkpoint-dir needs bhyve -t" in out
     assert not (tmp_path / "results").exists()
 
