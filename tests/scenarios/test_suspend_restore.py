@@ -12,7 +12,7 @@ import pytest
 from fixtures.health import guest_problems
 from fixtures.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.matrix]
 
 #: Phases the scenario cannot do without; total_s over their sum is the harness overhead.
 UNAVOIDABLE_PHASES = ("boot_to_ssh_s", "memory_prepare_s", "source_create_s",
