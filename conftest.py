@@ -7,4 +7,5 @@ pytest_plugins = [
     "fixtures.plugin",
     "fixtures.repeat",
     "fixtures.report.terminal",
+    "fixtures.shard",
 ]
