@@ -5,4 +5,5 @@ pytest_plugins = [
     "fixtures.repeat",
     "fixtures.report.terminal",
     "fixtures.shard",
+    "fixtures.expected",  # expected-failures.toml
 ]
