@@ -104,6 +104,20 @@ def test_a_listed_pass_fails_the_run_as_an_unexpected_pass(pytester, monkeypatch
     assert "unexpected pass: test_inner.py::test_fails" not in outcome.stdout.str()
 
 
+def test_a_listed_skip_failed_by_fail_on_skip_is_no_unexpected_pass(pytester, monkeypatch,
+                                                                    tmp_path):
+    inner = """
+        import pytest
+
+        def test_skips():
+            pytest.skip("no vmm.ko")
+    """
+    outcome, _ = _run(pytester, monkeypatch, tmp_path, [_entry("test_inner.py::test_skips")],
+                      "--fail-on-skip", inner=inner)
+    outcome.assert_outcomes(failed=1)
+    assert "unexpected pass" not in outcome.stdout.str()
+
+
 def test_a_pattern_marks_every_matching_id_and_brackets_are_literal(pytester, monkeypatch,
                                                                     tmp_path):
     inner = """
