@@ -17,9 +17,9 @@ export PATH
 STATE=/run/snaptest
 MODULE_LIST=/etc/snaptest/modules
 DATA_DIR=/data
-# The GPT name of the data partition (fixtures/images/bootdisk.py).
+# The GPT name of the data partition (fixtures/bhyve_snaptest/images/bootdisk.py).
 DATA_PARTITION=snapdata
-# The NoCloud config drive: an ISO 9660 volume labelled cidata (fixtures/images/cloudinit.py).
+# The NoCloud config drive: an ISO 9660 volume labelled cidata (fixtures/bhyve_snaptest/images/cloudinit.py).
 CIDATA_LABEL=cidata
 CIDATA_DIR=/run/cidata
 
@@ -117,7 +117,7 @@ setup_data_disk() {
 }
 
 # --- the config drive, read as nuageinit reads it ------------------------------------------
-# The files are what fixtures/images/cloudinit.py writes: every value double-quoted, one per
+# The files are what fixtures/bhyve_snaptest/images/cloudinit.py writes: every value double-quoted, one per
 # line, so sed reads them; tests/unit/test_linux_init.py runs these functions on its files.
 
 # quoted_value FILE KEY: the "value" of the first `KEY: "value"` line (any indent).

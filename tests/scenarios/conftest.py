@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from innerruns import FaultLab, HarnessWatch, forwarded_options
 
-from fixtures.config import GuestImage
-from fixtures.drivers.base import HypervisorDriver
-from fixtures.options import ScenarioOptions
+from bhyve_snaptest.config import GuestImage
+from bhyve_snaptest.drivers.base import HypervisorDriver
+from bhyve_snaptest.options import ScenarioOptions
 
 
 @pytest.fixture

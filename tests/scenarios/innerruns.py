@@ -28,11 +28,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fixtures import REPO_ROOT
-from fixtures.emulated_bhyve import INSTALL_DIR, PERSONALITIES, PROGRAMS, installation_key
-from fixtures.evidence import KEPT_FILE, KEPT_LOCK
-from fixtures.ledger import CREATING_LOCK, LEDGER_FILE
-from fixtures.options import ScenarioOptions, add_options
+from bhyve_snaptest import REPO_ROOT
+from bhyve_snaptest.emulated_bhyve import INSTALL_DIR, PERSONALITIES, PROGRAMS, installation_key
+from bhyve_snaptest.evidence import KEPT_FILE, KEPT_LOCK
+from bhyve_snaptest.ledger import CREATING_LOCK, LEDGER_FILE
+from bhyve_snaptest.options import ScenarioOptions, add_options
 
 SEED_SCENARIO = REPO_ROOT / "tests" / "scenarios" / "test_suspend_restore.py"
 
@@ -326,7 +326,7 @@ class FaultLab:
         results = self.tmp_path / f"results-{label}"
         output = self.tmp_path / f"{label}.out"
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                "-p", "fixtures.plugin",  # a target outside the repo sees no conftest.py
+                "-p", "bhyve_snaptest.plugin",  # a target outside the repo sees no conftest.py
                 "-c", str(REPO_ROOT / "pyproject.toml"), "--rootdir", str(REPO_ROOT),
                 str(target), "--results-dir", str(results), "--copy-size", INNER_COPY_SIZE,
                 "--keep-scratch", "never", "--fail-on-skip", *self.forwarded, *extra]

@@ -11,8 +11,8 @@ the hypervisor, which must then have ended.
 
 import pytest
 
-from fixtures.damage import damaged_copy, sha256_sums
-from fixtures.errors import RestoreError
+from bhyve_snaptest.damage import damaged_copy, sha256_sums
+from bhyve_snaptest.errors import RestoreError
 
 pytestmark = pytest.mark.scenario
 

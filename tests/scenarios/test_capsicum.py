@@ -2,7 +2,7 @@
 and across a suspend and restore.
 
 bhyve-only: capability mode is a FreeBSD kernel feature, and QEMU has no equivalent here.
-Each look at the sandbox runs every check of fixtures.capsicum (capability mode, the
+Each look at the sandbox runs every check of bhyve_snaptest.capsicum (capability mode, the
 snapshot socket's rights exactly as upstream limits them, disk and guest-memory
 descriptors, the ``-t`` directory's descriptor, no checkpoint file left open, no casper
 channel), each a named verdict in metrics.json. ``--expect-capsicum`` says what the bhyve
@@ -13,8 +13,8 @@ failure, shown as such, never a pass).
 
 import pytest
 
-from fixtures.health import guest_problems
-from fixtures.scenario import start_workloads
+from bhyve_snaptest.health import guest_problems
+from bhyve_snaptest.scenario import start_workloads
 
 pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve"), pytest.mark.freebsd_host]
 

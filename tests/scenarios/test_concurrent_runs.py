@@ -38,10 +38,10 @@ from innerruns import (
     read_all_entries,
 )
 
-from fixtures import REPO_ROOT
-from fixtures.ledger import LEDGER_FILE
-from fixtures.options import ScenarioOptions
-from fixtures.results import TestResults
+from bhyve_snaptest import REPO_ROOT
+from bhyve_snaptest.ledger import LEDGER_FILE
+from bhyve_snaptest.options import ScenarioOptions
+from bhyve_snaptest.results import TestResults
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
@@ -52,7 +52,7 @@ HOSTFWD = re.compile(r"hostfwd=tcp:127\.0\.0\.1:(\d+)-")
 def clean(lab: FaultLab, *args: str) -> str:
     """``bhyve-snaptest clean`` on the inner runs' state directory; its output."""
     env = {**os.environ, "BHYVE_SNAPTEST_STATE": str(lab.state_dir)}
-    result = subprocess.run([sys.executable, "-m", "fixtures.cli", "clean", *args],
+    result = subprocess.run([sys.executable, "-m", "bhyve_snaptest.cli", "clean", *args],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, f"clean failed: {result.stderr}"

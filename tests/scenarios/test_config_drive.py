@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from fixtures.errors import HarnessError
-from fixtures.images.bootdisk import DATA_PARTITION, ESP_TYPE, partitions
+from bhyve_snaptest.errors import HarnessError
+from bhyve_snaptest.images.bootdisk import DATA_PARTITION, ESP_TYPE, partitions
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest, pytest.mark.hypervisor("qemu")]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from innerruns import SEED_SCENARIO, TEARDOWN_S, assert_nothing_left
 
-from fixtures.drivers import get_driver
+from bhyve_snaptest.drivers import get_driver
 
 pytestmark = pytest.mark.scenario
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.config import MiB
-from fixtures.drivers.base import VirtualMachine, VMState
-from fixtures.errors import HarnessError, SuspendError
-from fixtures.guest_files import fill_with_random
-from fixtures.hostfs import small_tmpfs
-from fixtures.scenario import LifecycleChecks, start_workloads
+from bhyve_snaptest.config import MiB
+from bhyve_snaptest.drivers.base import VirtualMachine, VMState
+from bhyve_snaptest.errors import HarnessError, SuspendError
+from bhyve_snaptest.guest_files import fill_with_random
+from bhyve_snaptest.hostfs import small_tmpfs
+from bhyve_snaptest.scenario import LifecycleChecks, start_workloads
 
 pytestmark = pytest.mark.scenario
 

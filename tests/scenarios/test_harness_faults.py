@@ -27,9 +27,9 @@ from innerruns import (
     write_inner_test,
 )
 
-from fixtures.ledger import LEDGER_FILE
-from fixtures.options import ScenarioOptions
-from fixtures.results import TestResults
+from bhyve_snaptest.ledger import LEDGER_FILE
+from bhyve_snaptest.options import ScenarioOptions
+from bhyve_snaptest.results import TestResults
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 

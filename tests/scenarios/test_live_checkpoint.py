@@ -20,12 +20,12 @@ import time
 
 import pytest
 
-from fixtures.config import MiB
-from fixtures.damage import sha256_sums
-from fixtures.disks import ext_path_exists
-from fixtures.guest_files import seen_after_cache_drop, write_synced
-from fixtures.images.common import sha256_file
-from fixtures.scenario import LifecycleChecks, start_workloads
+from bhyve_snaptest.config import MiB
+from bhyve_snaptest.damage import sha256_sums
+from bhyve_snaptest.disks import ext_path_exists
+from bhyve_snaptest.guest_files import seen_after_cache_drop, write_synced
+from bhyve_snaptest.images.common import sha256_file
+from bhyve_snaptest.scenario import LifecycleChecks, start_workloads
 
 pytestmark = pytest.mark.scenario
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from innerruns import SEED_SCENARIO, TEARDOWN_S, FaultLab, assert_nothing_left
 
-from fixtures.options import ScenarioOptions
+from bhyve_snaptest.options import ScenarioOptions
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 
-#: A commands.log line: local date and time (fixtures.results.timestamp), then the command.
+#: A commands.log line: local date and time (bhyve_snaptest.results.timestamp), then the command.
 _LOG_LINE = re.compile(r"^(?P<when>\d{4}-\d\d-\d\dT\S+) (?P<what>.*)$")
-#: QEMU's user-mode network forwards a host port to the guest's SSH (fixtures.drivers.qemu).
+#: QEMU's user-mode network forwards a host port to the guest's SSH (bhyve_snaptest.drivers.qemu).
 _HOSTFWD = re.compile(r"hostfwd=tcp:127\.0\.0\.1:(?P<port>\d+)-")
 
 

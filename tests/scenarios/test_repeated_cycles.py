@@ -6,7 +6,7 @@ reply), so each suspend lands on a guest that really ran after the previous rest
 
 import pytest
 
-from fixtures.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
+from bhyve_snaptest.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
 pytestmark = [pytest.mark.scenario, pytest.mark.matrix]
 

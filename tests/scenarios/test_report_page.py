@@ -9,10 +9,10 @@ this test's results (report.png) for a person to look at.
 import pytest
 from innerruns import SEED_SCENARIO
 
-from fixtures.config import MiB
-from fixtures.errors import PrerequisiteMissing
-from fixtures.report.browser import check_page, require_browser
-from fixtures.report.page import REPORT_FILE
+from bhyve_snaptest.config import MiB
+from bhyve_snaptest.errors import PrerequisiteMissing
+from bhyve_snaptest.report.browser import check_page, require_browser
+from bhyve_snaptest.report.page import REPORT_FILE
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 

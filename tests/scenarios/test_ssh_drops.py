@@ -7,8 +7,8 @@ the connection drops while the command runs, as it would if the guest's network 
 
 import pytest
 
-from fixtures.errors import GuestError
-from fixtures.guest import SSH_RETRIES
+from bhyve_snaptest.errors import GuestError
+from bhyve_snaptest.guest import SSH_RETRIES
 
 pytestmark = [pytest.mark.scenario, pytest.mark.selftest]
 

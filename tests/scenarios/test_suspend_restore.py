@@ -9,8 +9,8 @@ Capsicum, judged by --expect-capsicum; QEMU: recorded as not applicable).
 
 import pytest
 
-from fixtures.health import guest_problems
-from fixtures.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
+from bhyve_snaptest.health import guest_problems
+from bhyve_snaptest.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
 pytestmark = [pytest.mark.scenario, pytest.mark.matrix]
 

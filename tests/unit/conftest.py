@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fixtures.drivers.base import HostSettings
-from fixtures.guest import SSHEndpoint
+from bhyve_snaptest.drivers.base import HostSettings
+from bhyve_snaptest.guest import SSHEndpoint
 from tests.unit.standins import executable as standin_executable
 
 

@@ -1,6 +1,7 @@
 """A stand-in for download.freebsd.org: a temporary directory laid out as upstream's
-release/Makefile.mirrors stages it (see fixtures/images/freebsd.py), served over loopback
-HTTP with a log of the paths asked for; the same directory also serves as a file:// mirror.
+release/Makefile.mirrors stages it (see fixtures/bhyve_snaptest/images/freebsd.py), served
+over loopback HTTP with a log of the paths asked for; the same directory also serves as a
+file:// mirror.
 
 Paths are spelled out here, not computed by the code under test, so that a wrong URL in the
 builder fails the tests instead of agreeing with itself.

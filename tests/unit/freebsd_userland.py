@@ -26,8 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from fixtures.commands import CommandResult
-from fixtures.guest import GuestShell
+from bhyve_snaptest.commands import CommandResult
+from bhyve_snaptest.guest import GuestShell
 
 #: Host tools that behave as FreeBSD's do for the harness's uses (sh is FreeBSD's /bin/sh
 #: stand-in: dash and FreeBSD's sh are both POSIX shells without bash extensions).
@@ -192,7 +192,7 @@ def _harness_caller() -> tuple[str, str]:
     project = Path(__file__).resolve().parents[2]
     for frame in inspect.stack()[2:]:
         path = Path(frame.filename).resolve()
-        if path.is_relative_to(project / "fixtures") and path.name != "guest.py":
+        if path.is_relative_to(project / "fixtures" / "bhyve_snaptest") and path.name != "guest.py":
             return str(path.relative_to(project)), frame.function
     return "", ""
 

@@ -1,5 +1,5 @@
 """Reading the upstream-format samples in tests/unit/samples/ (and the usage texts the
-emulated bhyve prints, in fixtures/emulated_bhyve/usage/).
+emulated bhyve prints, in fixtures/bhyve_snaptest/emulated_bhyve/usage/).
 
 Each sample starts with '#' lines naming the upstream source whose format it follows;
 ``sample`` returns the rest, i.e. what the program itself printed.
@@ -8,7 +8,7 @@ Each sample starts with '#' lines naming the upstream source whose format it fol
 import itertools
 from pathlib import Path
 
-from fixtures.emulated_bhyve.upstream import USAGE_DIR
+from bhyve_snaptest.emulated_bhyve.upstream import USAGE_DIR
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.bhyve.getopt import (
+from bhyve_snaptest.bhyve.getopt import (
     OPTSTRING_14,
     OPTSTRING_14_NO_SNAPSHOT,
     OPTSTRING_D34547,
@@ -20,22 +20,22 @@ from fixtures.bhyve.getopt import (
     parse_bhyve_argv,
     parse_bhyvectl_argv,
 )
-from fixtures.bhyve.usage import BhyveFeatures
-from fixtures.cli import main
-from fixtures.config import GuestImage, VMSpec
-from fixtures.drivers.base import Checkpoint, HostSettings, VMContext, VMState
-from fixtures.drivers.bhyve import BhyveDriver, BhyveVM
-from fixtures.drivers.bhyve_host import kernel_snapshot_problem
-from fixtures.errors import (
+from bhyve_snaptest.bhyve.usage import BhyveFeatures
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.config import GuestImage, VMSpec
+from bhyve_snaptest.drivers.base import Checkpoint, HostSettings, VMContext, VMState
+from bhyve_snaptest.drivers.bhyve import BhyveDriver, BhyveVM
+from bhyve_snaptest.drivers.bhyve_host import kernel_snapshot_problem
+from bhyve_snaptest.errors import (
     ConfigError,
     HarnessError,
     PrerequisiteMissing,
     RestoreError,
     SuspendError,
 )
-from fixtures.ledger import Ledger, read_ledger
-from fixtures.network import TapNetwork
-from fixtures.reservations import SUBNET_POOL
+from bhyve_snaptest.ledger import Ledger, read_ledger
+from bhyve_snaptest.network import TapNetwork
+from bhyve_snaptest.reservations import SUBNET_POOL
 from tests.unit.standins import executable as standin_executable
 
 SEED_BOOT = ("bhyve -c 1 -m 256M -H -A -P -s 0:0,hostbridge -s 1:0,lpc "

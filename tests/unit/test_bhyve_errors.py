@@ -4,7 +4,7 @@
 import pytest
 from sample_text import sample
 
-from fixtures.bhyve.errors import (
+from bhyve_snaptest.bhyve.errors import (
     checkpoint_failure_in,
     errno_text,
     explain_bhyve_exit,

@@ -3,7 +3,7 @@ parse the way the real programs parse them."""
 
 import pytest
 
-from fixtures.bhyve.getopt import (
+from bhyve_snaptest.bhyve.getopt import (
     OPTSTRING_13,
     OPTSTRING_14,
     OPTSTRING_14_NO_SNAPSHOT,

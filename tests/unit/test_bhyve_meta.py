@@ -5,7 +5,7 @@ import json
 import pytest
 from sample_text import sample
 
-from fixtures.bhyve.meta import (
+from bhyve_snaptest.bhyve.meta import (
     KERN_STRUCTS_MAIN,
     LAYOUT_13,
     LAYOUT_MAIN,

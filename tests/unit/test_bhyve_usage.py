@@ -4,7 +4,7 @@
 import pytest
 from sample_text import sample
 
-from fixtures.bhyve.usage import (
+from bhyve_snaptest.bhyve.usage import (
     BhyveFeatures,
     UsageTextError,
     bhyvectl_features_from_usage,

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from fixtures.errors import ImageError
-from fixtures.images import bootdisk
+from bhyve_snaptest.errors import ImageError
+from bhyve_snaptest.images import bootdisk
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.skipif(

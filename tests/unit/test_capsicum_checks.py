@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sample_text import sample
 
-from fixtures.bhyve.procstat import parse_procstat_files
-from fixtures.capsicum import FAIL, FINDING, NOT_APPLICABLE, PASS, SandboxContext, judge
+from bhyve_snaptest.bhyve.procstat import parse_procstat_files
+from bhyve_snaptest.capsicum import FAIL, FINDING, NOT_APPLICABLE, PASS, SandboxContext, judge
 
 CONTEXT = SandboxContext(socket=Path("/var/run/bhyve/freebsd_guest"),
                          guest_memory=Path("/dev/vmm/freebsd_guest"),

@@ -13,8 +13,8 @@ import pycdlib
 import pytest
 import yaml
 
-from fixtures.errors import ConfigError
-from fixtures.images import cloudinit
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.images import cloudinit
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK+MH4E8KO32N5CXRvXVqvyZVl0+6ue4DobdhU0FqFd+ a@b"
 NAMES = {"meta-data", "user-data", "network-config"}

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import cli
-from fixtures.compare import ab
-from fixtures.compare.report import compare, table
-from fixtures.compare.samples import base_nodeid, collect
-from fixtures.compare.stats import (
+from bhyve_snaptest import cli
+from bhyve_snaptest.compare import ab
+from bhyve_snaptest.compare.report import compare, table
+from bhyve_snaptest.compare.samples import base_nodeid, collect
+from bhyve_snaptest.compare.stats import (
     NO_CHANGE,
     compare_metric,
     compare_metrics,
     compare_pass_rates,
 )
-from fixtures.errors import ConfigError, ExitStatus
+from bhyve_snaptest.errors import ConfigError, ExitStatus
 
 SAMPLES = Path(__file__).parent / "samples" / "report"
 SEED = "tests/scenarios/test_suspend_restore.py::test_busy_guest_survives_suspend_and_restore"
@@ -230,7 +230,7 @@ def test_ab_runs_both_sides_interleaved_and_finds_the_one_difference(tmp_path, c
     output = tmp_path / "ab"
     status = cli.main(["ab", "--a", "--suspended-for 5", "--b", "--suspended-for 6",
                        "--repeat", "5", "--tests", str(test), "--output", str(output),
-                       "-p", "fixtures.plugin", "-p", "fixtures.report.terminal",
+                       "-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.report.terminal",
                        "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini")])
     out = capsys.readouterr().out
     assert status == 1, out

@@ -3,9 +3,9 @@ and the original is never touched."""
 
 import pytest
 
-from fixtures.config import GuestImage, VMSpec
-from fixtures.damage import damaged_copy, sha256_sums
-from fixtures.drivers.base import Checkpoint
+from bhyve_snaptest.config import GuestImage, VMSpec
+from bhyve_snaptest.damage import damaged_copy, sha256_sums
+from bhyve_snaptest.drivers.base import Checkpoint
 
 STATE = b"device state " * 10000
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.disks import ext_path_exists, sparse_copy
-from fixtures.errors import HarnessError
-from fixtures.images.bootdisk import DATA_PARTITION, partitions, write_disk
+from bhyve_snaptest.disks import ext_path_exists, sparse_copy
+from bhyve_snaptest.errors import HarnessError
+from bhyve_snaptest.images.bootdisk import DATA_PARTITION, partitions, write_disk
 
 MiB = 1024 * 1024
 

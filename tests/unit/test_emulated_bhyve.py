@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.bhyve.errors import explain_bhyvectl_exit
-from fixtures.bhyve.getopt import OPTSTRING_D34547, parse_bhyve_argv
-from fixtures.bhyve.meta import check_meta, kern_file_problems, parse_meta
-from fixtures.emulated_bhyve import PERSONALITIES, install, label
-from fixtures.emulated_bhyve.bhyve import read_stream_header, stream_header
-from fixtures.emulated_bhyve.machine import Machine, NotEmulated, qemu_argv, vcpus
-from fixtures.emulated_bhyve.upstream import SavedVM, progress_line, write_kern_and_meta
+from bhyve_snaptest.bhyve.errors import explain_bhyvectl_exit
+from bhyve_snaptest.bhyve.getopt import OPTSTRING_D34547, parse_bhyve_argv
+from bhyve_snaptest.bhyve.meta import check_meta, kern_file_problems, parse_meta
+from bhyve_snaptest.emulated_bhyve import PERSONALITIES, install, label
+from bhyve_snaptest.emulated_bhyve.bhyve import read_stream_header, stream_header
+from bhyve_snaptest.emulated_bhyve.machine import Machine, NotEmulated, qemu_argv, vcpus
+from bhyve_snaptest.emulated_bhyve.upstream import SavedVM, progress_line, write_kern_and_meta
 
 SEED = ["-c", "2", "-m", "256M", "-H", "-A", "-P", "-s", "0:0,hostbridge", "-s", "1:0,lpc",
         "-l", "bootrom,/fw/CODE.fd,/vm/VARS.fd", "-s", "2:0,virtio-net,tap7,mac=58:9c:fc:0:0:1",
@@ -105,7 +105,7 @@ def test_damage_to_kern_is_noticed(tmp_path):
     data[-100] ^= 0xFF  # in the tail
     kern.write_bytes(bytes(data))
     assert read_stream_header(kern) is None
-    kern.write_bytes(b"\xa5" * 2048)  # fixtures.damage's corrupted-state, on a small file
+    kern.write_bytes(b"\xa5" * 2048)  # bhyve_snaptest.damage's corrupted-state, on a small file
     assert read_stream_header(kern) is None
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cli import main
-from fixtures.config import GuestImage, VMSpec
-from fixtures.drivers.base import HostSettings, HypervisorDriver, VirtualMachine
-from fixtures.errors import HarnessError
-from fixtures.evidence import kept_directories
-from fixtures.factory import VMFactory
-from fixtures.ledger import Ledger
-from fixtures.results import TestResults, open_run_folder
-from fixtures.workloads import CopyWorkload, WorkloadRun
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.config import GuestImage, VMSpec
+from bhyve_snaptest.drivers.base import HostSettings, HypervisorDriver, VirtualMachine
+from bhyve_snaptest.errors import HarnessError
+from bhyve_snaptest.evidence import kept_directories
+from bhyve_snaptest.factory import VMFactory
+from bhyve_snaptest.ledger import Ledger
+from bhyve_snaptest.results import TestResults, open_run_folder
+from bhyve_snaptest.workloads import CopyWorkload, WorkloadRun
 
 
 class IdleVM(VirtualMachine):

@@ -1,4 +1,4 @@
-"""Expected failures on record (fixtures.expected): a listed failure is XFAIL, a listed pass
+"""Expected failures on record (bhyve_snaptest.expected): a listed failure is XFAIL, a listed pass
 fails the run and is named, a stale entry is reported, a bad file is a usage error."""
 
 import platform
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import REPO_ROOT
-from fixtures.errors import ConfigError
-from fixtures.expected import (
+from bhyve_snaptest import REPO_ROOT
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.expected import (
     DEFAULT_FILE,
     Entry,
     RunIdentity,
@@ -61,7 +61,7 @@ def _run(pytester, monkeypatch, tmp_path, entries, *options, inner=INNER, run=No
     folder = Path(tempfile.mkdtemp(dir=pytester.path))
     junit = folder / "junit.xml"
     outcome = (run or pytester.runpytest)(
-        "-p", "fixtures.plugin", "-p", "fixtures.expected", "--expected-failures", str(listed),
+        "-p", "bhyve_snaptest.plugin", "--expected-failures", str(listed),
         "--results-dir", str(folder / "results"), "--junitxml", str(junit),
         "-o", "markers=scenario", "-p", "no:cacheprovider", "-rA", *options)
     root = ET.parse(junit).getroot() if junit.exists() else None
@@ -221,7 +221,7 @@ def test_repeated_runs_are_each_expected_to_fail(pytester, monkeypatch, tmp_path
             assert False
     """
     outcome, _ = _run(pytester, monkeypatch, tmp_path, [_entry("test_inner.py::test_scenario")],
-                      "-p", "fixtures.repeat", "--repeat", "3", inner=inner)
+                      "-p", "bhyve_snaptest.repeat", "--repeat", "3", inner=inner)
     outcome.assert_outcomes(xfailed=3)
 
 
@@ -300,7 +300,7 @@ def test_release_and_personality_narrow_an_entry():
 
 
 def test_the_run_is_named_as_its_junit_names_say(monkeypatch):
-    monkeypatch.setattr("fixtures.junit.platform.release", lambda: "14.3-RELEASE-p2")
+    monkeypatch.setattr("bhyve_snaptest.junit.platform.release", lambda: "14.3-RELEASE-p2")
     assert run_identity("bhyve", "main", freebsd=True) == \
         RunIdentity("bhyve", release="14.3-RELEASE")
     assert run_identity("bhyve", "d34547", freebsd=False) == \
@@ -381,7 +381,7 @@ def test_the_repositorys_file_has_no_stale_entry_in_a_default_run():
 def test_no_expected_failure_is_marked_in_code():
     """Known failures live in expected-failures.toml, with a reason and a link; the one
     ``pytest.xfail()`` call is the Capsicum scenario's, decided by what the run observes."""
-    own = {Path(__file__).resolve(), REPO_ROOT / "fixtures" / "expected.py"}
+    own = {Path(__file__).resolve(), REPO_ROOT / "fixtures" / "bhyve_snaptest" / "expected.py"}
     marked = [path for folder in ("tests", "fixtures")
               for path in (REPO_ROOT / folder).rglob("*.py")
               if path.resolve() not in own and "mark.xfail" in path.read_text()]

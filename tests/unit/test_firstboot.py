@@ -3,10 +3,10 @@ scripted guest that answers as a FreeBSD guest would in each case."""
 
 import pytest
 
-from fixtures.commands import CommandResult
-from fixtures.errors import GuestError
-from fixtures.firstboot import FIRSTBOOT_REBOOT, settle_first_boot
-from fixtures.images.firstboot_script import STATUS_FILE
+from bhyve_snaptest.commands import CommandResult
+from bhyve_snaptest.errors import GuestError
+from bhyve_snaptest.firstboot import FIRSTBOOT_REBOOT, settle_first_boot
+from bhyve_snaptest.images.firstboot_script import STATUS_FILE
 
 GOOD = {"wait": 0, "reboot": "no", "tmpfs": "yes", "pwauth": "no", "swap": "0",
         "status": "stage=late\nfailed="}

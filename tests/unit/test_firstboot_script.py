@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.images.firstboot_script import (
+from bhyve_snaptest.images.firstboot_script import (
     FAKE_ROOT_VARIABLE,
     STATUS_FILE,
     FirstBootSetup,

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from fixtures.scenario import GuestClock, clock_change, clock_command, parse_clock
+from bhyve_snaptest.scenario import GuestClock, clock_change, clock_command, parse_clock
 from tests.unit.freebsd_userland import STANDINS
 
 

@@ -17,19 +17,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from fixtures.firstboot import settle_first_boot
-from fixtures.guest_files import (
+from bhyve_snaptest.firstboot import settle_first_boot
+from bhyve_snaptest.guest_files import (
     NOT_APPLICABLE,
     fill_with_random,
     seen_after_cache_drop,
     write_synced,
 )
-from fixtures.health import guest_problems, kernel_problems
-from fixtures.images.firstboot_script import STATUS_FILE
-from fixtures.provenance import describe_guest
-from fixtures.scenario import GuestClock
-from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadRun
-from fixtures.workloads.memory import MemoryWorkload
+from bhyve_snaptest.health import guest_problems, kernel_problems
+from bhyve_snaptest.images.firstboot_script import STATUS_FILE
+from bhyve_snaptest.provenance import describe_guest
+from bhyve_snaptest.scenario import GuestClock
+from bhyve_snaptest.workloads import CopyWorkload, PingWorkload, WorkloadRun
+from bhyve_snaptest.workloads.memory import MemoryWorkload
 from tests.unit.freebsd_userland import FreeBSDShell
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -52,12 +52,12 @@ def guest_call_sites() -> set[tuple[str, str]]:
     """(file, function) of each call on a guest shell in the harness and its scenarios.
 
     A guest shell is an expression ending in ``guest`` (``guest``, ``vm.guest``,
-    ``restored.guest``); fixtures/guest.py is the shell itself.
+    ``restored.guest``); fixtures/bhyve_snaptest/guest.py is the shell itself.
     """
     sites = set()
-    for path in sorted([*(PROJECT / "fixtures").rglob("*.py"),
+    for path in sorted([*(PROJECT / "fixtures" / "bhyve_snaptest").rglob("*.py"),
                         *(PROJECT / "tests/scenarios").rglob("*.py")]):
-        if path.name == "guest.py" and path.parent.name == "fixtures":
+        if path.name == "guest.py" and path.parent.name == "bhyve_snaptest":
             continue
         tree = ast.parse(path.read_text())
         for function in ast.walk(tree):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from fixtures.errors import GuestError, GuestTimeout
-from fixtures.guest import SSH_RETRIES, GuestShell, SSHEndpoint
+from bhyve_snaptest.errors import GuestError, GuestTimeout
+from bhyve_snaptest.guest import SSH_RETRIES, GuestShell, SSHEndpoint
 
 
 def test_commands_return_output_and_exit_status(fake_guest):

@@ -4,10 +4,19 @@ import sys
 
 import pytest
 
-from fixtures.cli import main
-from fixtures.drivers.bhyve import BhyveDriver
-from fixtures.errors import ConfigError, ExitStatus, PrerequisiteMissing
-from fixtures.hostcheck import FAIL, NOT_CHECKED, OK, WARN, HostCheck, evaluate, require, table
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.drivers.bhyve import BhyveDriver
+from bhyve_snaptest.errors import ConfigError, ExitStatus, PrerequisiteMissing
+from bhyve_snaptest.hostcheck import (
+    FAIL,
+    NOT_CHECKED,
+    OK,
+    WARN,
+    HostCheck,
+    evaluate,
+    require,
+    table,
+)
 
 
 def _fails(message):

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from fixtures import REPO_ROOT, cli, images, options
-from fixtures.errors import ImageError
-from fixtures.images import common, freebsd, linux
-from fixtures.locks import try_lock
+from bhyve_snaptest import REPO_ROOT, cli, images, options
+from bhyve_snaptest.errors import ImageError
+from bhyve_snaptest.images import common, freebsd, linux
+from bhyve_snaptest.locks import try_lock
 from tests.unit.freebsd_mirror import RAW, publish_release, serve, wait_for
 
 FULL = "14.3-RELEASE"
@@ -91,7 +91,7 @@ def test_scenarios_look_for_their_image_in_the_environment_cache(shared):
 
 CHILD = """
 import json, sys
-from fixtures.images import build_image, cache_root
+from bhyve_snaptest.images import build_image, cache_root
 image = build_image("freebsd", cache_root(), progress=False)
 print(json.dumps({"image": str(image), "key": (image / "id_ed25519.pub").read_text()}))
 """

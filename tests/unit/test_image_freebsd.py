@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from fixtures import images
-from fixtures.config import GuestImage
-from fixtures.errors import ConfigError, ImageError
-from fixtures.images import freebsd
+from bhyve_snaptest import images
+from bhyve_snaptest.config import GuestImage
+from bhyve_snaptest.errors import ConfigError, ImageError
+from bhyve_snaptest.images import freebsd
 from tests.unit.freebsd_mirror import RAW, checksum_line, publish_release, publish_snapshot, serve
 
 RELEASE = "14.3"

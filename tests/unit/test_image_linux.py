@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import images
-from fixtures.commands import CommandResult
-from fixtures.errors import ConfigError, ImageError
-from fixtures.images import linux
+from bhyve_snaptest import images
+from bhyve_snaptest.commands import CommandResult
+from bhyve_snaptest.errors import ConfigError, ImageError
+from bhyve_snaptest.images import linux
 
 VERSIONS = {"linux-image-6.1.0-99-amd64": "6.1.999-1", "busybox-static": "1:1.35.0-4",
             "libc6": "2.36-9"}
@@ -62,8 +62,9 @@ def test_real_recipe_loads_with_the_documented_defaults():
     assert {"sr_mod", "isofs"} <= set(recipe.modules), "to read the config drive"
     assert {"busybox-static", "dropbear-bin", "libc6"} <= set(recipe.packages)
     assert set(recipe.sources) == {"images/linux/recipe.toml", "images/linux/init.sh",
-                                   "images/linux/inittab", "fixtures/images/linux.py",
-                                   "fixtures/images/bootdisk.py"}
+                                   "images/linux/inittab",
+                                   "fixtures/bhyve_snaptest/images/linux.py",
+                                   "fixtures/bhyve_snaptest/images/bootdisk.py"}
 
 
 def test_digest_is_stable_for_unchanged_inputs(recipe_dir):
@@ -86,7 +87,8 @@ def test_digest_changes_with_a_package_version_or_the_builder_source():
     sources = linux.load_recipe().sources
     before = linux.image_digest(sources, VERSIONS)
     assert linux.image_digest(sources, {**VERSIONS, "libc6": "2.36-10"}) != before
-    edited = {**sources, "fixtures/images/linux.py": sources["fixtures/images/linux.py"] + b"#"}
+    module = "fixtures/bhyve_snaptest/images/linux.py"
+    edited = {**sources, module: sources[module] + b"#"}
     assert linux.image_digest(edited, VERSIONS) != before
 
 

@@ -10,7 +10,7 @@ import io
 import pytest
 from tqdm import tqdm
 
-from fixtures.images import common
+from bhyve_snaptest.images import common
 
 
 class Terminal(io.StringIO):

@@ -182,7 +182,7 @@ def test_a_passed_run_is_ok_and_runs_the_nightly_selection_on_its_file(checkout,
                           "(results/run-new)\n"
     assert (checkout / "calls.log").read_text().splitlines() == [
         "snaptest setup", "snaptest doctor",
-        "python -m fixtures.launch --fail-on-skip -m scenario and not selftest "
+        "python -m bhyve_snaptest.launch --fail-on-skip -m scenario and not selftest "
         "tests/scenarios/test_suspend_restore.py"]
     # The harness's output goes to standard error, where kyua keeps it apart from the TAP.
     assert "ok 7 - a line of pytest's" in done.stderr

@@ -16,8 +16,8 @@ import time
 import psutil
 import pytest
 
-from fixtures import ledger as ledger_module
-from fixtures.ledger import (
+from bhyve_snaptest import ledger as ledger_module
+from bhyve_snaptest.ledger import (
     CREATING_LOCK,
     LEDGER_FILE,
     NEW_PREFIX,
@@ -28,8 +28,8 @@ from fixtures.ledger import (
     run_is_alive,
     sweep,
 )
-from fixtures.locks import hold
-from fixtures.process_identity import ProcessIdentity
+from bhyve_snaptest.locks import hold
+from bhyve_snaptest.process_identity import ProcessIdentity
 
 #: A run in a child process: opens a ledger under argv[1], records argv[2:] as paths and
 #: the process groups named by PID=... arguments, prints its run directory, then waits.
@@ -37,8 +37,8 @@ OWNER_SCRIPT = textwrap.dedent("""\
     import sys
     from pathlib import Path
     import psutil
-    from fixtures.ledger import Ledger
-    from fixtures.process_identity import ProcessIdentity
+    from bhyve_snaptest.ledger import Ledger
+    from bhyve_snaptest.process_identity import ProcessIdentity
     ledger = Ledger.open_new(Path(sys.argv[1]))
     for arg in sys.argv[2:]:
         if arg.startswith("PID="):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from fixtures.images import cloudinit
-from fixtures.images.linux import RECIPE_DIR
+from bhyve_snaptest.images import cloudinit
+from bhyve_snaptest.images.linux import RECIPE_DIR
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK+MH4E8KO32N5CXRvXVqvyZVl0+6ue4DobdhU0FqFd+ a@b"
 MAC = "58:9c:fc:12:34:56"

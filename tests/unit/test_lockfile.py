@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from fixtures.requirements_lock import (
+from bhyve_snaptest.requirements_lock import (
     extraneous,
     freebsd_distributions,
     lock_inputs,

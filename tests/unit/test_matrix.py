@@ -2,8 +2,8 @@
 
 import itertools
 
-from fixtures.config import DISK_MODELS, NIC_MODELS
-from fixtures.matrix import CPU_COUNTS, MEMORY_SIZES, VMConfiguration, configurations, full
+from bhyve_snaptest.config import DISK_MODELS, NIC_MODELS
+from bhyve_snaptest.matrix import CPU_COUNTS, MEMORY_SIZES, VMConfiguration, configurations, full
 
 pytest_plugins = ["pytester"]
 
@@ -60,7 +60,7 @@ INNER = """
 
 def collect(pytester, *options):
     pytester.makepyfile(test_inner=INNER)
-    return pytester.runpytest("-p", "fixtures.matrix", "-p", "fixtures.plugin",
+    return pytester.runpytest("-p", "bhyve_snaptest.matrix", "-p", "bhyve_snaptest.plugin",
                               "-o", "markers=matrix", "-p", "no:cacheprovider",
                               "--collect-only", "-q", *options)
 

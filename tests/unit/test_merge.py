@@ -7,11 +7,11 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from fixtures.cli import main
-from fixtures.errors import ExitStatus
-from fixtures.merge import DIFFERS, SourceSuite, agreed, shard_warnings
-from fixtures.report.model import FOLDER_PROPERTY, load_run
-from fixtures.shard import shard_of
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.errors import ExitStatus
+from bhyve_snaptest.merge import DIFFERS, SourceSuite, agreed, shard_warnings
+from bhyve_snaptest.report.model import FOLDER_PROPERTY, load_run
+from bhyve_snaptest.shard import shard_of
 
 pytest_plugins = ["pytester"]
 
@@ -44,7 +44,7 @@ INNER_IDS = [f"test_inner.py::test_scenario[{n}]" for n in ("one", "two", "three
 
 def _run(pytester, results, *options):
     """An inner run into ``results`` (which then holds ``latest``, as a host's does)."""
-    return pytester.runpytest("-p", "fixtures.plugin", "-p", "fixtures.shard",
+    return pytester.runpytest("-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.shard",
                               "--results-dir", str(results), "-o", "markers=scenario",
                               "-p", "no:cacheprovider", *options)
 

@@ -4,12 +4,12 @@ created goes at teardown."""
 
 import pytest
 
-from fixtures import network
-from fixtures.commands import CommandResult
-from fixtures.errors import HarnessError
-from fixtures.ledger import Ledger, read_ledger
-from fixtures.network import TapNetwork
-from fixtures.reservations import HostInterfaces, reserve_subnet
+from bhyve_snaptest import network
+from bhyve_snaptest.commands import CommandResult
+from bhyve_snaptest.errors import HarnessError
+from bhyve_snaptest.ledger import Ledger, read_ledger
+from bhyve_snaptest.network import TapNetwork
+from bhyve_snaptest.reservations import HostInterfaces, reserve_subnet
 
 
 class FakeHost:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.errors import ConfigError
-from fixtures.options import add_options, scenario_options
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.options import add_options, scenario_options
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ def test_a_vanished_run_directory_fails_the_run_with_a_clear_message(pytester, t
             shutil.rmtree(run_ledger.run_dir)
             run_ledger.record_path(tmp_path / "scratch")
     """)
-    outcome = pytester.runpytest("-p", "fixtures.plugin", "--results-dir",
+    outcome = pytester.runpytest("-p", "bhyve_snaptest.plugin", "--results-dir",
                                  str(tmp_path / "results"), "-p", "no:cacheprovider")
     outcome.assert_outcomes(failed=1)
     assert outcome.ret == 1

@@ -7,9 +7,9 @@ import sys
 import psutil
 import pytest
 
-from fixtures.health import DMESG_ERROR_PATTERN
-from fixtures.ledger import Ledger, read_ledger
-from fixtures.process import KERNEL_ERROR_PATTERNS, REBOOT_PATTERNS, HypervisorProcess
+from bhyve_snaptest.health import DMESG_ERROR_PATTERN
+from bhyve_snaptest.ledger import Ledger, read_ledger
+from bhyve_snaptest.process import KERNEL_ERROR_PATTERNS, REBOOT_PATTERNS, HypervisorProcess
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
 import pytest
 from sample_text import sample
 
-from fixtures.bhyve.procstat import (
+from bhyve_snaptest.bhyve.procstat import (
     SNAPSHOT_SOCKET_RIGHTS,
     OpenFile,
     ProcstatError,

@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-from fixtures import provenance
-from fixtures.options import option_defaults
+from bhyve_snaptest import provenance
+from bhyve_snaptest.options import option_defaults
 
 
 def test_the_harness_names_its_version_and_commit():

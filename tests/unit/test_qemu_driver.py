@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cli import main
-from fixtures.config import GuestImage, VMSpec
-from fixtures.drivers import get_driver
-from fixtures.drivers.base import Checkpoint, HostSettings, VMContext
-from fixtures.drivers.qemu import QemuDriver, choose_accel
-from fixtures.errors import ConfigError, ExitStatus, PrerequisiteMissing
-from fixtures.ledger import Ledger
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.config import GuestImage, VMSpec
+from bhyve_snaptest.drivers import get_driver
+from bhyve_snaptest.drivers.base import Checkpoint, HostSettings, VMContext
+from bhyve_snaptest.drivers.qemu import QemuDriver, choose_accel
+from bhyve_snaptest.errors import ConfigError, ExitStatus, PrerequisiteMissing
+from bhyve_snaptest.ledger import Ledger
 
 
 def _image(tmp_path: Path) -> GuestImage:

@@ -4,8 +4,8 @@ counts and spreads."""
 import json
 import xml.etree.ElementTree as ET
 
-from fixtures.repeat import spread, summarize
-from fixtures.report.model import load_run
+from bhyve_snaptest.repeat import spread, summarize
+from bhyve_snaptest.report.model import load_run
 
 pytest_plugins = ["pytester"]
 
@@ -36,7 +36,7 @@ def test_repeat_runs_scenarios_n_times_and_writes_the_summary(pytester, monkeypa
             pass
     """)
     results = tmp_path / "results"
-    outcome = pytester.runpytest("-p", "fixtures.plugin", "-p", "fixtures.repeat",
+    outcome = pytester.runpytest("-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.repeat",
                                  "--repeat", "3", "--results-dir", str(results),
                                  "-o", "markers=scenario", "-p", "no:cacheprovider")
     outcome.assert_outcomes(passed=3, failed=1)
@@ -61,7 +61,7 @@ INNER = """
 
 def _run_inner(pytester, tmp_path, name, *options):
     results = tmp_path / name
-    outcome = pytester.runpytest("-p", "fixtures.plugin", "-p", "fixtures.repeat",
+    outcome = pytester.runpytest("-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.repeat",
                                  "--results-dir", str(results), "-o", "markers=scenario",
                                  "-p", "no:cacheprovider", *options)
     return outcome, results / "latest"

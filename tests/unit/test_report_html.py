@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import cli
-from fixtures.errors import ExitStatus
-from fixtures.report.model import (
+from bhyve_snaptest import cli
+from bhyve_snaptest.errors import ExitStatus
+from bhyve_snaptest.report.model import (
     PingGap,
     PingReply,
     WorkloadSeries,
@@ -22,8 +22,8 @@ from fixtures.report.model import (
     load_run,
     ping_replies,
 )
-from fixtures.report.page import REPORT_FILE, render, write_report
-from fixtures.report.terminal import metrics_table
+from bhyve_snaptest.report.page import REPORT_FILE, render, write_report
+from bhyve_snaptest.report.terminal import metrics_table
 
 SAMPLES = Path(__file__).parent / "samples" / "report"
 SEED = "tests/scenarios/test_suspend_restore.py::test_busy_guest_survives_suspend_and_restore"
@@ -192,7 +192,7 @@ def test_junit_names_become_node_ids_again():
     case = ET.fromstring('<testcase classname="tests.scenarios.test_suspend_restore" '
                          'name="test_busy_guest_survives_suspend_and_restore"/>')
     assert _nodeid(case, "") == SEED
-    # The run's prefix (fixtures.junit: hypervisor and configuration) is not the module's.
+    # The run's prefix (bhyve_snaptest.junit: hypervisor and configuration) is not the module's.
     case = ET.fromstring('<testcase classname="bhyve-14_3-RELEASE-nvme.tests.scenarios.'
                          'test_suspend_restore" name="test_busy_guest_survives_suspend_and_'
                          'restore"/>')

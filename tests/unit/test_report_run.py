@@ -36,7 +36,7 @@ def inner_run(pytester, tmp_path, monkeypatch):
     results = tmp_path / "results"
     # In a subprocess: numpy (under matplotlib) cannot be imported twice in one process.
     outcome = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "-p", "fixtures.report.terminal",
+        "-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.report.terminal",
         "--results-dir", str(results), "-p", "no:cacheprovider")
     return outcome, (results / "latest").resolve()
 

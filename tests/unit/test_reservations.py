@@ -9,10 +9,10 @@ import textwrap
 
 import pytest
 
-from fixtures.errors import HarnessError
-from fixtures.hostsettings import SharedHostSetting
-from fixtures.ledger import Ledger
-from fixtures.reservations import (
+from bhyve_snaptest.errors import HarnessError
+from bhyve_snaptest.hostsettings import SharedHostSetting
+from bhyve_snaptest.ledger import Ledger
+from bhyve_snaptest.reservations import (
     SUBNET_POOL,
     HostInterfaces,
     held_by_this_process,
@@ -46,7 +46,7 @@ def test_a_subnet_held_by_another_process_is_skipped_until_it_dies(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""\
             import sys
             from pathlib import Path
-            from fixtures.reservations import HostInterfaces, reserve_subnet
+            from bhyve_snaptest.reservations import HostInterfaces, reserve_subnet
             import ipaddress
             host = HostInterfaces(frozenset(), ())
             print(reserve_subnet(Path({str(tmp_path)!r}), host).subnet, flush=True)

@@ -15,7 +15,8 @@ PRODUCT = {"test_suspend_restore.py", "test_repeated_cycles.py", "test_live_chec
            "test_capsicum.py"}
 #: Scenarios about the harness: what it does under faults, for reports and for its guest.
 SELFTEST = {"test_harness_faults.py", "test_ssh_drops.py", "test_concurrent_runs.py",
-            "test_report_page.py", "test_config_drive.py", "test_parallel_vms.py"}
+            "test_report_page.py", "test_config_drive.py", "test_parallel_vms.py",
+            "test_installed_plugin.py"}
 
 
 def collected_files(marker: str, *options: str) -> set[str]:

@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fixtures.errors import ConfigError
-from fixtures.junit import USAGE_CLASSNAME
-from fixtures.shard import Shard, parse_shard, shard_of
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.junit import USAGE_CLASSNAME
+from bhyve_snaptest.shard import Shard, parse_shard, shard_of
 
 pytest_plugins = ["pytester"]
 
@@ -34,7 +34,7 @@ def test_the_split_is_pinned_and_independent_of_the_process():
            "test_busy_guest_survives_suspend_and_restore"]
     assert [shard_of(i, 2) for i in ids] == [1, 2, 2]
     assert [shard_of(i, 3) for i in ids] == [3, 1, 2]
-    code = f"from fixtures.shard import shard_of; print([shard_of(i, 3) for i in {ids!r}])"
+    code = f"from bhyve_snaptest.shard import shard_of; print([shard_of(i, 3) for i in {ids!r}])"
     for seed in ("1", "2"):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
@@ -68,8 +68,8 @@ INNER = """
 
 def _run(pytester, tmp_path, name, *options):
     results = tmp_path / name
-    outcome = pytester.runpytest("-p", "fixtures.plugin", "-p", "fixtures.repeat",
-                                 "-p", "fixtures.shard", "--results-dir", str(results),
+    outcome = pytester.runpytest("-p", "bhyve_snaptest.plugin", "-p", "bhyve_snaptest.repeat",
+                                 "-p", "bhyve_snaptest.shard", "--results-dir", str(results),
                                  "-o", "markers=scenario", "-p", "no:cacheprovider",
                                  *options)
     return outcome, results / "latest" / "junit.xml"
@@ -133,7 +133,7 @@ def test_the_shard_reaches_junit_under_xdist(tmp_path):
         "test_results, ", "").replace('test_results.metrics["suspend_s"] = 1.0', "pass"))
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "fixtures.plugin", "-p", "fixtures.shard",
+        [sys.executable, "-m", "pytest", "-p", "bhyve_snaptest.plugin",
          "--results-dir", str(results), "-p", "no:cacheprovider", "-n", "2",
          "--shard", "2/2"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "BHYVE_SNAPTEST_STATE": str(tmp_path / "state")}, check=False)

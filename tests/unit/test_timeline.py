@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.timeline import ClockPair, Span, Timeline
+from bhyve_snaptest.timeline import ClockPair, Span, Timeline
 
 
 def test_a_phase_is_timed_told_and_kept_with_its_note():

@@ -7,18 +7,18 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fixtures.cli import _exit_status, main
-from fixtures.errors import ExitStatus, HarnessError, ImageError, PrerequisiteMissing
-from fixtures.junit import USAGE_CLASSNAME, USAGE_NAME
-from fixtures.launch import usage_error_junit_path
+from bhyve_snaptest.cli import _exit_status, main
+from bhyve_snaptest.errors import ExitStatus, HarnessError, ImageError, PrerequisiteMissing
+from bhyve_snaptest.junit import USAGE_CLASSNAME, USAGE_NAME
+from bhyve_snaptest.launch import usage_error_junit_path
 
 
 def launch(tmp_path, *args):
-    """``python -m fixtures.launch ARGS`` in an empty folder, as ./snaptest runs pytest."""
+    """``python -m bhyve_snaptest.launch ARGS`` in an empty folder, as ./snaptest runs pytest."""
     (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
     env = {**os.environ, "BHYVE_SNAPTEST_STATE": str(tmp_path / "state")}
-    command = [sys.executable, "-m", "fixtures.launch", "-p", "no:cacheprovider",
-               "-p", "fixtures.plugin", "--results-dir", str(tmp_path / "results"), *args]
+    command = [sys.executable, "-m", "bhyve_snaptest.launch", "-p", "no:cacheprovider",
+               "-p", "bhyve_snaptest.plugin", "--results-dir", str(tmp_path / "results"), *args]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 

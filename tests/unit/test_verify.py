@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.cli import main
-from fixtures.drivers.base import HostSettings
-from fixtures.errors import ConfigError, ExitStatus
-from fixtures.verify import CaseOutcome, check_libvmmapi, outcomes, verdict
+from bhyve_snaptest.cli import main
+from bhyve_snaptest.drivers.base import HostSettings
+from bhyve_snaptest.errors import ConfigError, ExitStatus
+from bhyve_snaptest.verify import CaseOutcome, check_libvmmapi, outcomes, verdict
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">

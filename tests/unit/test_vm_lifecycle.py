@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.config import GuestImage, VMSpec
-from fixtures.drivers.base import StateError, VirtualMachine, VMContext, VMState
-from fixtures.errors import HarnessError, RestoreError, SuspendError, VMLaunchFailure
-from fixtures.ledger import Ledger, read_ledger
+from bhyve_snaptest.config import GuestImage, VMSpec
+from bhyve_snaptest.drivers.base import StateError, VirtualMachine, VMContext, VMState
+from bhyve_snaptest.errors import HarnessError, RestoreError, SuspendError, VMLaunchFailure
+from bhyve_snaptest.ledger import Ledger, read_ledger
 
 STAND_IN = """
 import signal, sys, time

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.errors import ConfigError
-from fixtures.workloads import parse_states
-from fixtures.workloads.memory import PAGE, MemoryWorkload, pattern_sha256
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.workloads import parse_states
+from bhyve_snaptest.workloads.memory import PAGE, MemoryWorkload, pattern_sha256
 
 SEED = "7"
 
@@ -28,7 +28,7 @@ SEED = "7"
 @pytest.fixture
 def guest_dir(tmp_path: Path) -> Path:
     for name in ("lib.sh", "memory.sh"):
-        data = resources.files("fixtures.workloads").joinpath(name).read_bytes()
+        data = resources.files("bhyve_snaptest.workloads").joinpath(name).read_bytes()
         (tmp_path / name).write_bytes(data)
     (tmp_path / "mem").mkdir()
     (tmp_path / "bin").mkdir()

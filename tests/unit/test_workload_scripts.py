@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.errors import ConfigError
-from fixtures.workloads import CopyWorkload, PingWorkload, WorkloadState, parse_states
+from bhyve_snaptest.errors import ConfigError
+from bhyve_snaptest.workloads import CopyWorkload, PingWorkload, WorkloadState, parse_states
 from tests.unit.freebsd_userland import STANDINS
 
 #: A stand-in for ping with busybox's output format; behaviour chosen by FAKE_PING_EXIT.
@@ -35,7 +35,7 @@ exit "${FAKE_PING_EXIT:-0}"
 @pytest.fixture
 def guest_dir(tmp_path):
     for name in ("lib.sh", "copy.sh", "ping.sh"):
-        data = resources.files("fixtures.workloads").joinpath(name).read_bytes()
+        data = resources.files("bhyve_snaptest.workloads").joinpath(name).read_bytes()
         (tmp_path / name).write_bytes(data)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -23,8 +23,8 @@ def test_two_workers_write_one_run(pytester, monkeypatch, tmp_path):
     pytester.makepyfile(test_inner=INNER)
     results = tmp_path / "results"
     outcome = pytester.runpytest_subprocess(
-        "-p", "fixtures.plugin", "-p", "fixtures.repeat", "-p", "fixtures.report.terminal",
-        "-p", "xdist", "-n", "2", "--repeat", "2", "--results-dir", str(results),
+        "-p", "bhyve_snaptest.plugin", "-p", "xdist", "-n", "2", "--repeat", "2",
+        "--results-dir", str(results),
         "-o", "markers=scenario", "-p", "no:cacheprovider")
     outcome.assert_outcomes(passed=6)
     [run] = [p for p in results.iterdir() if not p.is_symlink()]  # not one per worker

@@ -7,7 +7,8 @@ from pathlib import Path
 DIRECTORY = Path(__file__).parent
 #: Where each program's source is: bhyvectl is the emulation's own (it has no guest to fake).
 PROGRAMS = {"bhyve": DIRECTORY / "bhyve.py", "procstat": DIRECTORY / "procstat.py",
-            "bhyvectl": DIRECTORY.parents[2] / "fixtures" / "emulated_bhyve" / "bhyvectl.py"}
+            "bhyvectl": DIRECTORY.parents[2] / "fixtures" / "bhyve_snaptest" / "emulated_bhyve"
+            / "bhyvectl.py"}
 
 
 def executable(directory: Path, name: str) -> str:

@@ -2,7 +2,7 @@
 
 This is not bhyve and runs no guest. The driver's unit tests talk to it because it is fast;
 what it shares with the emulated bhyve (options, usage, FILE.kern and FILE.meta per
-personality, the restore checks, where a save goes) is fixtures.emulated_bhyve.upstream,
+personality, the restore checks, where a save goes) is bhyve_snaptest.emulated_bhyve.upstream,
 which names the upstream sources. The personality is BHYVE_EMULATION_PERSONALITY (default
 ``main``). Its own behaviours, from usr.sbin/bhyve/snapshot.c and bhyverun.c:
 
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from fixtures.emulated_bhyve.upstream import (
+from bhyve_snaptest.emulated_bhyve.upstream import (
     SavedVM,
     load_restore_file,
     memory_bytes,
