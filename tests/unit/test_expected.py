@@ -386,3 +386,14 @@ def test_no_expected_failure_is_marked_in_code():
               for path in (REPO_ROOT / folder).rglob("*.py")
               if path.resolve() not in own and "mark.xfail" in path.read_text()]
     assert marked == []
+
+
+def test_a_run_with_a_conftest_in_a_subfolder_reports_normally(pytester, monkeypatch, tmp_path):
+    """The plugin object must hash: with a conftest.py below the rootdir, pytest asks pluggy
+    for the hooks of the plugins that apply to a test's folder (a set of plugins)."""
+    pytester.mkpydir("sub").joinpath("conftest.py").write_text("")
+    pytester.path.joinpath("sub", "test_sub.py").write_text("def test_sub():\n    pass\n")
+    outcome, root = _run(pytester, monkeypatch, tmp_path, [], ".")
+    assert "INTERNALERROR" not in outcome.stdout.str() + outcome.stderr.str()
+    case = _case(root, "test_sub")
+    assert case.find("failure") is None and case.find("error") is None
