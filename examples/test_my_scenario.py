@@ -11,7 +11,7 @@ import pytest
 
 from bhyve_snaptest.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
-pytestmark = pytest.mark.scenario
+pytestmark = [pytest.mark.scenario, pytest.mark.copy_source]
 
 
 def test_a_guest_suspended_for_ten_seconds_keeps_its_workloads(vm_booted, scenario,

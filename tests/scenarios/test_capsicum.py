@@ -16,7 +16,8 @@ import pytest
 from bhyve_snaptest.health import guest_problems
 from bhyve_snaptest.scenario import start_workloads
 
-pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve"), pytest.mark.freebsd_host]
+pytestmark = [pytest.mark.scenario, pytest.mark.hypervisor("bhyve"), pytest.mark.freebsd_host,
+              pytest.mark.copy_source]
 
 
 def _judge(state: dict, failures: list[str], expect: str, moment: str) -> None:

@@ -29,12 +29,13 @@ from bhyve_snaptest.guest_files import fill_with_random
 from bhyve_snaptest.hostfs import small_tmpfs
 from bhyve_snaptest.scenario import LifecycleChecks, start_workloads
 
-pytestmark = pytest.mark.scenario
-
 #: Enough copy to be running at the failed suspend; its size is not what is tested here.
 COPY_BYTES = 128 * MiB
 
+pytestmark = pytest.mark.scenario
 
+
+@pytest.mark.copy_source(size=COPY_BYTES)
 @pytest.mark.parametrize("where", ["missing-directory", "read-only", "full"])
 def test_a_failed_suspend_leaves_the_vm_running(vm_booted, scenario, run_ledger, where):
     """The save fails, the error says why, and copy, ping and memory still end PASS."""

@@ -27,13 +27,13 @@ from bhyve_snaptest.guest_files import seen_after_cache_drop, write_synced
 from bhyve_snaptest.images.common import sha256_file
 from bhyve_snaptest.scenario import LifecycleChecks, start_workloads
 
-pytestmark = pytest.mark.scenario
-
 #: Enough copy to be running at the checkpoint and after each restore, small enough that
 #: the original and both restores finish it in a few minutes under TCG.
 COPY_BYTES = 128 * MiB
 RESTORES = 2
 MARKER = "written-after-the-checkpoint"
+
+pytestmark = [pytest.mark.scenario, pytest.mark.copy_source(size=COPY_BYTES)]
 
 
 def marker_on_disk(vm, disk, marker: str) -> str:

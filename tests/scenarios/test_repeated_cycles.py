@@ -8,7 +8,7 @@ import pytest
 
 from bhyve_snaptest.scenario import LifecycleChecks, start_workloads, suspend_restore_cycle
 
-pytestmark = [pytest.mark.scenario, pytest.mark.matrix]
+pytestmark = [pytest.mark.scenario, pytest.mark.matrix, pytest.mark.copy_source]
 
 
 def test_workloads_survive_repeated_cycles(vm_booted, scenario, test_results):

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bhyve_snaptest.copysource import CopySource, write_source
 from bhyve_snaptest.firstboot import settle_first_boot
 from bhyve_snaptest.guest_files import (
     NOT_APPLICABLE,
@@ -149,6 +150,17 @@ def test_the_workloads_run_from_install_to_collect(freebsd, tmp_path):
 def test_the_copy_workload_passes(freebsd, tmp_path):
     shell, _ = freebsd
     copy = CopyWorkload(1024 * 1024, 0.5)
+    run = WorkloadRun([copy], str(tmp_path / "snaptest"))
+    run.install(shell)
+    run.start(shell, copy)
+    assert run.wait_verdicts(shell, 60)["copy"].verdict == "PASS"
+
+
+def test_a_copy_of_a_source_the_host_made_passes(freebsd, tmp_path):
+    shell, _ = freebsd
+    source = tmp_path / "copy-source"
+    sha256 = write_source(source, 1024 * 1024, bytes(16))
+    copy = CopyWorkload(1024 * 1024, 0.5, CopySource(str(source), 1024 * 1024, sha256, "00"))
     run = WorkloadRun([copy], str(tmp_path / "snaptest"))
     run.install(shell)
     run.start(shell, copy)
