@@ -154,6 +154,14 @@ def test_the_copy_workload_passes(freebsd, tmp_path):
     run.install(shell)
     run.start(shell, copy)
     assert run.wait_verdicts(shell, 60)["copy"].verdict == "PASS"
+    state = tmp_path / "snaptest" / "copy"
+    (state / "no-newline").write_text("last line")
+    (state / "empty").write_text("")
+    run.collect(shell, tmp_path / "collected")
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "collected/copy").iterdir()}
+    assert kept == {p.name: p.read_bytes() for p in state.iterdir()
+                    if p.name not in ("src", "dst")}, "collect must keep every file as is"
+    assert kept["verdict"] == b"PASS\n" and kept["no-newline"] == b"last line"
 
 
 def test_a_copy_of_a_source_the_host_made_passes(freebsd, tmp_path):
