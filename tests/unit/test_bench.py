@@ -66,7 +66,9 @@ def test_suspend_and_restore_are_read_against_the_disks_limits():
 
 def test_the_printout_names_the_hypervisor_the_phases_and_the_disk():
     result = {"runs": 5, "passed": 4, "hypervisor": "bhyve (emulated: QEMU inside)",
-              "phases": {"suspend_s": {"median": 0.5, "min": 0.4, "max": 0.9, "stdev": 0.2}},
+              "phases": {"suspend_s": {"median": 0.5, "min": 0.4, "max": 0.9, "stdev": 0.2},
+                         "checkpoint_bytes": {"median": 241e6, "min": 240e6, "max": 242e6,
+                                              "stdev": 1e6}},
               "disk": {"directory": "/var/tmp/x", "size_bytes": 240 * MB, "read_from": "disk",
                        "write_bytes_per_s": 480 * MB, "read_bytes_per_s": 960 * MB},
               "ratios": {"suspend_vs_write_limit": {"median": 1.0, "min": 0.8, "max": 1.8}}}
@@ -74,9 +76,10 @@ def test_the_printout_names_the_hypervisor_the_phases_and_the_disk():
     assert out[0] == ("bench: 4 of 5 runs passed (bhyve (emulated: QEMU inside)); medians "
                       "over the passed runs")
     assert out[2].split() == ["suspend_s", "0.500", "0.400", "0.900", "0.200"]
-    assert out[3] == ("disk at /var/tmp/x, 240 MB: write with fsync 480 MB/s, read 960 MB/s "
+    assert out[3].split() == ["checkpoint_MB", "241.000", "240.000", "242.000", "1.000"]
+    assert out[4] == ("disk at /var/tmp/x, 240 MB: write with fsync 480 MB/s, read 960 MB/s "
                       "from disk")
-    assert out[4] == "  suspend_vs_write_limit: median 1.00 (min 0.80, max 1.80)"
+    assert out[5] == "  suspend_vs_write_limit: median 1.00 (min 0.80, max 1.80)"
 
 
 def test_the_seed_runs_in_one_pytest_with_repeat(tmp_path):
