@@ -3,6 +3,7 @@
 ``fake_guest`` (conftest.py) stands in for the guest's sshd.
 """
 
+import itertools
 import socket
 import threading
 import time
@@ -53,6 +54,25 @@ def test_connect_gives_up_at_once_when_the_vm_is_gone(client_key):
     with pytest.raises(GuestError, match="hypervisor ended"):
         shell.connect(timeout=60, alive=lambda: False)
     assert time.monotonic() - start < 2
+
+
+def test_connect_retries_soon_at_first_and_backs_off_to_half_a_second(client_key,
+                                                                      monkeypatch):
+    attempts = []
+
+    def refused(timeout):
+        attempts.append(time.monotonic())
+        raise ConnectionRefusedError("not yet")
+
+    shell = GuestShell(SSHEndpoint("127.0.0.1", 9, "root", client_key))
+    monkeypatch.setattr(shell, "_connect_once", refused)
+    with pytest.raises(GuestTimeout, match="not yet"):
+        shell.connect(timeout=2.5)
+    pauses = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert pauses[0] < 0.2, pauses
+    assert pauses[:4] == sorted(pauses[:4]), pauses
+    assert max(pauses) < 0.7, pauses
+    assert len(attempts) >= 7, "0.05 + 0.1 + 0.2 + 0.4 + 0.5 ... within 2.5 s"
 
 
 def test_run_without_connection_is_an_error(client_key):
