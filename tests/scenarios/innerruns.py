@@ -36,9 +36,13 @@ from bhyve_snaptest.options import ScenarioOptions, add_options
 
 SEED_SCENARIO = REPO_ROOT / "tests" / "scenarios" / "test_suspend_restore.py"
 
-#: The inner seed runs are hit as soon as their workloads start, so the copy's size only
-#: sets how long its source takes to write: small keeps them short.
-INNER_COPY_SIZE = "64M"
+#: The inner seed runs are hit as soon as their workloads start, so the copy only has to
+#: outlast the harness's step from "copy running" to the suspend while the inner
+#: pytest is stopped (test_concurrent_runs freezes it) and several VMs share two cores.
+#: 64M once did, when the guest spent seconds making the source first; now the host
+#: makes it (bhyve_snaptest.copysource) and the copy starts at once, and 64M is copied in
+#: under two seconds. The seed's 500M costs an inner run no time: it waits for its ping.
+INNER_COPY_SIZE = "500M"
 
 #: The commands.log line that starts the copy workload in the guest: from then on the VM is
 #: busy and the scenario is under way (the install lines name ``copy.sh)`` or ``copy.sh.tmp``).
