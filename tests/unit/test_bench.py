@@ -26,6 +26,13 @@ def test_the_disk_is_written_synced_and_read_back_and_the_file_is_gone(tmp_path)
     assert list((tmp_path / "state").iterdir()) == []
 
 
+def test_off_linux_the_read_is_not_claimed_to_be_from_the_disk(tmp_path, monkeypatch):
+    """FreeBSD's vop_stdadvise() only deactivates the pages posix_fadvise names."""
+    monkeypatch.setattr(bench.sys, "platform", "freebsd14")
+    limits = bench.measure_disk(tmp_path, bench.CHUNK_BYTES)
+    assert limits.read_from.startswith("disk or memory"), limits.read_from
+
+
 def test_a_disk_cannot_be_measured_without_a_size(tmp_path):
     with pytest.raises(HarnessError, match="no checkpoint size"):
         bench.measure_disk(tmp_path, 0)
