@@ -24,6 +24,7 @@ from bhyve_snaptest.ledger import (
     OWNER_LOCK,
     Ledger,
     RunDirectoryVanished,
+    kill_process_group,
     read_ledger,
     run_is_alive,
     sweep,
@@ -289,3 +290,16 @@ def test_a_vanished_run_directory_is_a_clear_error_not_a_traceback(tmp_path):
         ledger.close()
     assert not run_dir.exists(), "close must not bring the directory back"
     assert ledger.close() == []
+
+
+def test_killing_a_childs_group_leaves_its_exit_status_to_its_parent():
+    """kill_process_group waits for the end without reaping: the harness's own hypervisor
+    is reaped by its reader thread (pexpect's waitpid), and a second waitpid once took the
+    status from under it ("survived SIGKILL")."""
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert kill_process_group(ProcessIdentity.capture(child.pid, ["sleep", "60"]))
+        assert child.wait(timeout=10) == -signal.SIGTERM, "someone else reaped the child"
+    finally:
+        child.kill()
+        child.wait()
